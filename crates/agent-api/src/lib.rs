@@ -1,1 +1,289 @@
-//! placeholder
+//! The protocol between the gpucloud server and its host agents.
+//!
+//! It is **level-triggered**. The server keeps, per host, the complete desired
+//! state — every instance the host must run, keep stopped or remove — under a
+//! generation number that rises with every change. An agent asks for the
+//! desired state newer than the generation it has ([`ControlPlane::desired`],
+//! a long poll), converges its runtimes to it, and reports what it observes
+//! ([`ControlPlane::report`]). Each instance carries its own spec generation;
+//! the server settles an instance only from a report at or past that
+//! generation. Nothing is a one-shot command: a lost message, a restarted
+//! agent or a restarted server is repaired by the next exchange.
+//!
+//! Agents dial out to the server. In `gpucloud up` the transport is an
+//! in-process call; between machines it is HTTP/JSON over mutual TLS. Both go
+//! through the same [`ControlPlane`] trait, so the agent code is identical.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Protocol version; bumped on incompatible changes.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What kind of machine an agent manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostKind {
+    /// A simulated host (demo fleets, scale tests).
+    Sim,
+    /// A real machine.
+    Real,
+}
+
+/// An instance runtime an agent offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// Simulated instances.
+    Sim,
+    /// OCI containers (runc/crun).
+    Container,
+    /// QEMU/KVM virtual machines.
+    Qemu,
+}
+
+impl RuntimeKind {
+    /// Name used in image tags and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sim => "sim",
+            Self::Container => "container",
+            Self::Qemu => "qemu",
+        }
+    }
+}
+
+/// One GPU as the agent found it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuInventory {
+    /// `GPU-<uuid>`, globally unique.
+    pub uuid: String,
+    /// Position on the host (stable order by PCI address).
+    pub index: u32,
+    /// Model key (`H100`), or `unknown`.
+    pub model: String,
+    /// Marketing name.
+    pub name: String,
+    /// PCI address `0000:18:00.0`.
+    pub pci_address: String,
+    /// NUMA node (0 when the platform has one).
+    pub numa_node: u32,
+    /// NVLink domain (GPUs that share NVLink/NVSwitch), `None` for PCIe-only.
+    pub nvlink_domain: Option<u32>,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// Schedulable.
+    pub healthy: bool,
+    /// Why not.
+    pub health_reason: String,
+}
+
+/// A host as its agent sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostInventory {
+    /// `host-…`, stable across restarts.
+    pub host_id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Zone the host serves.
+    pub zone: String,
+    /// Simulated or real.
+    pub kind: HostKind,
+    /// vCPUs offered to instances.
+    pub cpu_total: u32,
+    /// Memory offered to instances, MiB.
+    pub mem_total_mib: u64,
+    /// Runtimes this host can run.
+    pub runtimes: Vec<RuntimeKind>,
+    /// Rack (for spread groups).
+    pub rack: String,
+    /// Top-of-rack switch (for spread groups).
+    pub switch: String,
+    /// GPUs.
+    pub gpus: Vec<GpuInventory>,
+    /// Everything else worth showing an operator (CPU model, kernel, KVM, driver …).
+    pub details: serde_json::Value,
+    /// Agent version.
+    pub agent_version: String,
+}
+
+/// What an instance should be doing on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredPower {
+    /// Exists and runs.
+    Running,
+    /// Exists, powered off.
+    Stopped,
+    /// Must not exist here.
+    Absent,
+}
+
+/// A GPU assigned to an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedGpu {
+    /// Index on the host.
+    pub index: u32,
+    /// `GPU-<uuid>`.
+    pub uuid: String,
+    /// PCI address.
+    pub pci_address: String,
+}
+
+/// The image an instance boots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// `img-…`.
+    pub image_id: String,
+    /// Runtime it needs.
+    pub runtime: String,
+    /// Where the runtime finds it on the host (rootfs directory, qcow2 …).
+    pub location: String,
+}
+
+/// The instance's network interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicSpec {
+    /// Private IPv4.
+    pub ip: String,
+    /// Subnet CIDR.
+    pub cidr: String,
+}
+
+/// Everything an agent needs to run one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    /// `ins-…`.
+    pub instance_id: String,
+    /// Rises whenever the spec or the desired power changes.
+    pub spec_generation: i64,
+    /// Desired power.
+    pub power: DesiredPower,
+    /// Reboot requests: the instance must have rebooted this many times.
+    pub reboot_seq: i64,
+    /// `SOFT`, `HARD` or `SOFT_FIRST` for stops and reboots.
+    pub stop_type: Option<String>,
+    /// Instance name.
+    pub name: String,
+    /// Host name inside the instance.
+    pub hostname: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// vCPUs.
+    pub cpu: u32,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// GPUs.
+    pub gpus: Vec<AssignedGpu>,
+    /// Image.
+    pub image: ImageRef,
+    /// Base64 user data.
+    pub user_data: Option<String>,
+    /// Login password (only over the authenticated channel; never logged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Authorised SSH public keys.
+    pub ssh_keys: Vec<String>,
+    /// Network interface.
+    pub nic: Option<NicSpec>,
+    /// Owner (AppId), for labels and isolation.
+    pub app_id: i64,
+}
+
+/// The desired state of a host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredState {
+    /// The host.
+    pub host_id: String,
+    /// Generation of this state.
+    pub generation: i64,
+    /// Instances.
+    pub instances: Vec<InstanceSpec>,
+}
+
+/// What an agent saw of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObservedPower {
+    /// Running the spec of `spec_generation`.
+    Running,
+    /// Present and powered off.
+    Stopped,
+    /// Not present.
+    Absent,
+    /// Could not converge; see the message.
+    Failed,
+}
+
+/// The observed state of one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    /// `ins-…`.
+    pub instance_id: String,
+    /// The spec generation the agent acted on.
+    pub spec_generation: i64,
+    /// What it saw.
+    pub power: ObservedPower,
+    /// Reboots done (matches the spec's `reboot_seq` once done).
+    pub reboot_seq: i64,
+    /// Error for a person, when failed.
+    pub message: Option<String>,
+}
+
+/// An agent's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedState {
+    /// The host.
+    pub host_id: String,
+    /// The desired generation the agent last received.
+    pub generation: i64,
+    /// Every instance of that desired state, plus any other the host runs.
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// Transport or server failure seen by an agent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The server could not be reached; retry later.
+    #[error("control plane unreachable: {0}")]
+    Unreachable(String),
+    /// The server refused the request (unknown host, bad certificate, …).
+    #[error("control plane refused the request: {0}")]
+    Refused(String),
+}
+
+/// The control plane as an agent sees it.
+#[async_trait::async_trait]
+pub trait ControlPlane: Send + Sync + 'static {
+    /// Announces (or refreshes) the host and its inventory.
+    async fn register(&self, inventory: &HostInventory) -> Result<(), LinkError>;
+
+    /// The desired state, once its generation exceeds `after`; returns the
+    /// current state anyway after `wait`.
+    async fn desired(&self, host_id: &str, after: i64, wait: Duration) -> Result<DesiredState, LinkError>;
+
+    /// Reports the observed state.
+    async fn report(&self, observed: &ObservedState) -> Result<(), LinkError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_shapes_are_stable() {
+        let s = InstanceStatus {
+            instance_id: "ins-a".into(),
+            spec_generation: 3,
+            power: ObservedPower::Running,
+            reboot_seq: 0,
+            message: None,
+        };
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["power"], "running");
+        let back: InstanceStatus = serde_json::from_value(j).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(serde_json::to_value(DesiredPower::Absent).unwrap(), "absent");
+        assert_eq!(serde_json::to_value(RuntimeKind::Qemu).unwrap(), "qemu");
+    }
+}

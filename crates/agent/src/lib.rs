@@ -1,1 +1,413 @@
-//! placeholder
+//! The gpucloud host agent: it makes a host match the desired state the
+//! control plane holds for it.
+//!
+//! # The loop
+//! One task owns the host's view: a map from instance to its desired spec and
+//! last observed status. A poller task long-polls the control plane for
+//! desired state newer than the last generation seen and hands it over; for
+//! every instance whose observed state differs from its spec, the owner
+//! spawns one convergence task (at most one per instance at a time). Each
+//! convergence task reads the runtime's actual state and takes the steps
+//! needed — create, update, start, stop, reboot, destroy — then sends its
+//! result back. The owner reports the full observed state, coalescing bursts,
+//! and re-reports on a heartbeat.
+//!
+//! Nothing depends on having seen a change happen: after a restart the agent
+//! adopts whatever its runtimes already run (see [`Runtime::list`]) and the
+//! same loop converges it. Instances the runtimes have that no desired state
+//! mentions are destroyed only once the control plane has answered, so a
+//! restarted agent never kills instances it has not been told about yet.
+
+pub mod inventory;
+pub mod runtime;
+pub mod sim;
+
+use gpucloud_agent_api::{
+    ControlPlane, DesiredPower, DesiredState, InstanceSpec, InstanceStatus, ObservedPower, ObservedState,
+};
+use inventory::Inventory;
+use runtime::{Power, Runtime, StopType};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Timing knobs of an agent.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// How long a desired-state poll waits for a change.
+    pub poll_wait: Duration,
+    /// How often the full state is re-reported (and liveness shown).
+    pub heartbeat: Duration,
+    /// How long to gather completions before reporting.
+    pub report_delay: Duration,
+    /// Back-off after the control plane could not be reached.
+    pub retry: Duration,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            poll_wait: Duration::from_secs(25),
+            heartbeat: Duration::from_secs(15),
+            report_delay: Duration::from_millis(20),
+            retry: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A host agent.
+pub struct Agent {
+    link: Arc<dyn ControlPlane>,
+    inventory: Arc<dyn Inventory>,
+    runtimes: Vec<Arc<dyn Runtime>>,
+    opts: AgentOptions,
+}
+
+#[derive(Debug)]
+struct Slot {
+    spec: InstanceSpec,
+    status: InstanceStatus,
+    busy: bool,
+    /// Spec generation applied to the runtime.
+    applied: i64,
+    /// Reboots done.
+    reboots: i64,
+    /// Whether this instance was found running when the agent started.
+    adopted: bool,
+}
+
+struct Done {
+    id: String,
+    status: InstanceStatus,
+    applied: i64,
+    reboots: i64,
+}
+
+impl Agent {
+    /// An agent for one host.
+    pub fn new(
+        link: Arc<dyn ControlPlane>,
+        inventory: Arc<dyn Inventory>,
+        runtimes: Vec<Arc<dyn Runtime>>,
+        opts: AgentOptions,
+    ) -> Self {
+        Self {
+            link,
+            inventory,
+            runtimes,
+            opts,
+        }
+    }
+
+    fn runtime_for(&self, spec: &InstanceSpec) -> Option<Arc<dyn Runtime>> {
+        self.runtimes
+            .iter()
+            .find(|r| r.kinds().iter().any(|k| k.as_str() == spec.image.runtime))
+            .cloned()
+    }
+
+    /// Runs until `shutdown` turns true. Instances keep running when it returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let inv = self.inventory.collect();
+        let host_id = inv.host_id.clone();
+        // Register, retrying until the control plane answers.
+        loop {
+            match self.link.register(&inv).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(host = %host_id, error = %e, "registration failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.opts.retry) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+        // Adopt what the runtimes already run.
+        let mut existing: HashMap<String, (Power, Arc<dyn Runtime>)> = HashMap::new();
+        for rt in &self.runtimes {
+            match rt.list().await {
+                Ok(list) => {
+                    for (id, p) in list {
+                        existing.insert(id, (p, rt.clone()));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "runtime listing failed"),
+            }
+        }
+        if !existing.is_empty() {
+            tracing::info!(host = %host_id, count = existing.len(), "adopting running instances");
+        }
+
+        let (desired_tx, mut desired_rx) = mpsc::channel::<DesiredState>(4);
+        let poller = {
+            let link = self.link.clone();
+            let host = host_id.clone();
+            let wait = self.opts.poll_wait;
+            let retry = self.opts.retry;
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut after = 0i64;
+                loop {
+                    let got = tokio::select! {
+                        r = link.desired(&host, after, wait) => r,
+                        _ = stop.changed() => return,
+                    };
+                    match got {
+                        Ok(d) => {
+                            after = d.generation;
+                            if desired_tx.send(d).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(host = %host, error = %e, "desired-state poll failed");
+                            tokio::select! {
+                                _ = tokio::time::sleep(retry) => {}
+                                _ = stop.changed() => return,
+                            }
+                        }
+                    }
+                }
+            })
+        };
+
+        let (done_tx, mut done_rx) = mpsc::channel::<Done>(1024);
+        let mut slots: HashMap<String, Slot> = HashMap::new();
+        let mut generation = 0i64;
+        let mut dirty = false;
+        let mut heartbeat = tokio::time::interval(self.opts.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let report_delay = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(report_delay);
+        let mut report_armed = false;
+
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                Some(desired) = desired_rx.recv() => {
+                    generation = desired.generation;
+                    let mut seen = std::collections::HashSet::new();
+                    for spec in desired.instances {
+                        seen.insert(spec.instance_id.clone());
+                        let id = spec.instance_id.clone();
+                        let slot = slots.entry(id.clone()).or_insert_with(|| {
+                            let adopted = existing.remove(&id);
+                            Slot {
+                                status: InstanceStatus {
+                                    instance_id: id.clone(),
+                                    spec_generation: 0,
+                                    power: match adopted.as_ref().map(|a| a.0) {
+                                        Some(Power::Running) => ObservedPower::Running,
+                                        Some(Power::Stopped) => ObservedPower::Stopped,
+                                        None => ObservedPower::Absent,
+                                    },
+                                    reboot_seq: spec.reboot_seq,
+                                    message: None,
+                                },
+                                applied: 0,
+                                reboots: spec.reboot_seq,
+                                adopted: adopted.is_some(),
+                                busy: false,
+                                spec: spec.clone(),
+                            }
+                        });
+                        slot.spec = spec;
+                    }
+                    // Instances the control plane no longer mentions are gone from its view.
+                    slots.retain(|id, s| seen.contains(id) || s.busy);
+                    // Leftovers nobody asked for: destroy them.
+                    for (id, (_, rt)) in existing.drain() {
+                        tracing::info!(host = %host_id, instance = %id, "removing an instance the control plane does not know");
+                        let rt = rt.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = rt.destroy(&id).await {
+                                tracing::warn!(instance = %id, error = %e, "could not remove unknown instance");
+                            }
+                        });
+                    }
+                    for slot in slots.values_mut() {
+                        if !slot.busy && needs_work(slot) {
+                            self.spawn_converge(slot, done_tx.clone());
+                        }
+                    }
+                    dirty = true;
+                }
+                Some(done) = done_rx.recv() => {
+                    if let Some(slot) = slots.get_mut(&done.id) {
+                        slot.busy = false;
+                        slot.status = done.status;
+                        slot.applied = done.applied;
+                        slot.reboots = done.reboots;
+                        slot.adopted = false;
+                        if needs_work(slot) && slot.status.power != ObservedPower::Failed {
+                            self.spawn_converge(slot, done_tx.clone());
+                        }
+                    }
+                    dirty = true;
+                }
+                _ = heartbeat.tick() => {
+                    // Retry failed removals; re-report for liveness.
+                    for slot in slots.values_mut() {
+                        if !slot.busy && slot.spec.power == DesiredPower::Absent && slot.status.power == ObservedPower::Failed {
+                            self.spawn_converge(slot, done_tx.clone());
+                        }
+                    }
+                    dirty = true;
+                }
+                _ = &mut report_delay, if report_armed => {
+                    report_armed = false;
+                    let observed = ObservedState {
+                        host_id: host_id.clone(),
+                        generation,
+                        instances: slots.values().map(|s| s.status.clone()).collect(),
+                    };
+                    if let Err(e) = self.link.report(&observed).await {
+                        tracing::debug!(host = %host_id, error = %e, "report failed; will retry");
+                        dirty = true;
+                    }
+                    // Forget instances confirmed gone.
+                    slots.retain(|_, s| !(s.spec.power == DesiredPower::Absent && s.status.power == ObservedPower::Absent && !s.busy && s.status.spec_generation >= s.spec.spec_generation));
+                }
+            }
+            if dirty && !report_armed {
+                dirty = false;
+                report_armed = true;
+                report_delay
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + self.opts.report_delay);
+            }
+        }
+        poller.abort();
+    }
+
+    fn spawn_converge(&self, slot: &mut Slot, done: mpsc::Sender<Done>) {
+        slot.busy = true;
+        let spec = slot.spec.clone();
+        let rt = self.runtime_for(&spec);
+        let (applied, reboots, adopted) = (slot.applied, slot.reboots, slot.adopted);
+        tokio::spawn(async move {
+            let (status, applied, reboots) = match rt {
+                Some(rt) => converge(rt.as_ref(), &spec, applied, reboots, adopted).await,
+                None => (
+                    InstanceStatus {
+                        instance_id: spec.instance_id.clone(),
+                        spec_generation: spec.spec_generation,
+                        power: if spec.power == DesiredPower::Absent {
+                            ObservedPower::Absent
+                        } else {
+                            ObservedPower::Failed
+                        },
+                        reboot_seq: spec.reboot_seq,
+                        message: Some(format!(
+                            "this host has no `{}` runtime; run `gpucloud doctor` on it to see why",
+                            spec.image.runtime
+                        )),
+                    },
+                    applied,
+                    reboots,
+                ),
+            };
+            let _ = done
+                .send(Done {
+                    id: spec.instance_id.clone(),
+                    status,
+                    applied,
+                    reboots,
+                })
+                .await;
+        });
+    }
+}
+
+fn needs_work(slot: &Slot) -> bool {
+    let s = &slot.status;
+    if s.spec_generation < slot.spec.spec_generation {
+        return true;
+    }
+    match slot.spec.power {
+        DesiredPower::Running => {
+            s.power != ObservedPower::Running || slot.reboots < slot.spec.reboot_seq
+        }
+        DesiredPower::Stopped => s.power != ObservedPower::Stopped,
+        DesiredPower::Absent => s.power != ObservedPower::Absent,
+    }
+}
+
+/// Brings one instance to its spec. Returns the observed status, the spec
+/// generation now applied and the reboots done.
+async fn converge(
+    rt: &dyn Runtime,
+    spec: &InstanceSpec,
+    mut applied: i64,
+    mut reboots: i64,
+    adopted: bool,
+) -> (InstanceStatus, i64, i64) {
+    let how = StopType::parse(spec.stop_type.as_deref());
+    let result: Result<ObservedPower, runtime::RuntimeError> = async {
+        let mut current = rt.status(&spec.instance_id).await?;
+        if spec.power == DesiredPower::Absent {
+            if current.is_some() {
+                rt.destroy(&spec.instance_id).await?;
+            }
+            return Ok(ObservedPower::Absent);
+        }
+        match current {
+            None => {
+                rt.create(spec).await?;
+                current = Some(Power::Stopped);
+                applied = spec.spec_generation;
+                reboots = spec.reboot_seq;
+            }
+            Some(_) if applied < spec.spec_generation || adopted => {
+                rt.update(spec).await?;
+                applied = spec.spec_generation;
+            }
+            Some(_) => {}
+        }
+        match (spec.power, current) {
+            (DesiredPower::Running, Some(Power::Stopped)) => {
+                rt.start(spec).await?;
+                reboots = spec.reboot_seq;
+                Ok(ObservedPower::Running)
+            }
+            (DesiredPower::Running, _) => {
+                if reboots < spec.reboot_seq {
+                    rt.reboot(spec, how).await?;
+                    reboots = spec.reboot_seq;
+                }
+                Ok(ObservedPower::Running)
+            }
+            (_, Some(Power::Running)) => {
+                rt.stop(&spec.instance_id, how).await?;
+                Ok(ObservedPower::Stopped)
+            }
+            _ => Ok(ObservedPower::Stopped),
+        }
+    }
+    .await;
+    let status = match result {
+        Ok(power) => InstanceStatus {
+            instance_id: spec.instance_id.clone(),
+            spec_generation: spec.spec_generation,
+            power,
+            reboot_seq: reboots,
+            message: None,
+        },
+        Err(e) => {
+            tracing::warn!(instance = %spec.instance_id, error = %e, "convergence failed");
+            InstanceStatus {
+                instance_id: spec.instance_id.clone(),
+                spec_generation: spec.spec_generation,
+                power: ObservedPower::Failed,
+                reboot_seq: reboots,
+                message: Some(e.0),
+            }
+        }
+    };
+    (status, applied, reboots)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+use super::*;
+use crate::sim::{SimHost, SimRuntime};
+use gpucloud_agent_api::{HostInventory, ImageRef, LinkError};
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+/// A control plane held in memory: tests set desired state and read reports.
+#[derive(Default)]
+struct FakeControlPlane {
+    desired: Mutex<Option<DesiredState>>,
+    reports: Mutex<Vec<ObservedState>>,
+    registered: Mutex<Vec<HostInventory>>,
+    changed: Notify,
+}
+
+impl FakeControlPlane {
+    fn set(&self, generation: i64, instances: Vec<InstanceSpec>) {
+        *self.desired.lock().unwrap() = Some(DesiredState {
+            host_id: "host-test0001".into(),
+            generation,
+            instances,
+        });
+        self.changed.notify_waiters();
+    }
+
+    fn last(&self, id: &str) -> Option<InstanceStatus> {
+        self.reports
+            .lock()
+            .unwrap()
+            .last()
+            .and_then(|r| r.instances.iter().find(|i| i.instance_id == id).cloned())
+    }
+
+    async fn wait_for(&self, id: &str, f: impl Fn(&InstanceStatus) -> bool) -> InstanceStatus {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.last(id) {
+                if f(&s) {
+                    return s;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {id}: {:?}", self.last(id));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ControlPlane for FakeControlPlane {
+    async fn register(&self, inventory: &HostInventory) -> Result<(), LinkError> {
+        self.registered.lock().unwrap().push(inventory.clone());
+        Ok(())
+    }
+
+    async fn desired(&self, host_id: &str, after: i64, wait: Duration) -> Result<DesiredState, LinkError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let d = self.desired.lock().unwrap().clone();
+            match d {
+                Some(d) if d.generation > after => return Ok(d),
+                _ => {}
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(self.desired.lock().unwrap().clone().unwrap_or(DesiredState {
+                    host_id: host_id.into(),
+                    generation: 0,
+                    instances: vec![],
+                }));
+            }
+        }
+    }
+
+    async fn report(&self, observed: &ObservedState) -> Result<(), LinkError> {
+        self.reports.lock().unwrap().push(observed.clone());
+        Ok(())
+    }
+}
+
+fn spec(id: &str, generation: i64, power: DesiredPower, reboot: i64) -> InstanceSpec {
+    InstanceSpec {
+        instance_id: id.into(),
+        spec_generation: generation,
+        power,
+        reboot_seq: reboot,
+        stop_type: None,
+        name: id.into(),
+        hostname: id.into(),
+        instance_type: "S5.SMALL1".into(),
+        cpu: 1,
+        memory_mib: 1024,
+        gpus: vec![],
+        image: ImageRef {
+            image_id: "img-gc0ubt22".into(),
+            runtime: "sim".into(),
+            location: String::new(),
+        },
+        user_data: None,
+        password: None,
+        ssh_keys: vec![],
+        nic: None,
+        app_id: 1,
+    }
+}
+
+fn start_agent(cp: Arc<FakeControlPlane>, rt: Arc<SimRuntime>) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let host = SimHost::expand(&gpucloud_core::simspec::parse("CPU", "ap-guangzhou", "ap-guangzhou-3").unwrap())
+        .remove(0);
+    let agent = Agent::new(
+        cp,
+        Arc::new(host),
+        vec![rt],
+        AgentOptions {
+            poll_wait: Duration::from_millis(200),
+            heartbeat: Duration::from_millis(200),
+            report_delay: Duration::from_millis(1),
+            retry: Duration::from_millis(10),
+        },
+    );
+    let (tx, rx) = watch::channel(false);
+    (tx, tokio::spawn(agent.run(rx)))
+}
+
+#[tokio::test]
+async fn converges_through_the_lifecycle() {
+    let cp = Arc::new(FakeControlPlane::default());
+    let rt = Arc::new(SimRuntime::new(Duration::from_millis(5), Duration::from_millis(5)));
+    let (stop, task) = start_agent(cp.clone(), rt.clone());
+    cp.set(1, vec![spec("ins-a", 1, DesiredPower::Running, 0)]);
+    cp.wait_for("ins-a", |s| s.power == ObservedPower::Running && s.spec_generation == 1).await;
+    assert_eq!(rt.status("ins-a").await.unwrap(), Some(Power::Running));
+    cp.set(2, vec![spec("ins-a", 2, DesiredPower::Stopped, 0)]);
+    cp.wait_for("ins-a", |s| s.power == ObservedPower::Stopped && s.spec_generation == 2).await;
+    cp.set(3, vec![spec("ins-a", 3, DesiredPower::Running, 0)]);
+    cp.wait_for("ins-a", |s| s.power == ObservedPower::Running && s.spec_generation == 3).await;
+    cp.set(4, vec![spec("ins-a", 4, DesiredPower::Running, 1)]);
+    cp.wait_for("ins-a", |s| s.reboot_seq == 1 && s.spec_generation == 4).await;
+    cp.set(5, vec![spec("ins-a", 5, DesiredPower::Absent, 1)]);
+    cp.wait_for("ins-a", |s| s.power == ObservedPower::Absent && s.spec_generation == 5).await;
+    assert_eq!(rt.status("ins-a").await.unwrap(), None);
+    assert_eq!(cp.registered.lock().unwrap().len(), 1);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn launch_failures_are_reported_with_a_reason() {
+    use base64::Engine as _;
+    let cp = Arc::new(FakeControlPlane::default());
+    let rt = Arc::new(SimRuntime::new(Duration::ZERO, Duration::ZERO));
+    let (stop, _task) = start_agent(cp.clone(), rt);
+    let mut s = spec("ins-f", 1, DesiredPower::Running, 0);
+    s.user_data = Some(base64::engine::general_purpose::STANDARD.encode("#!/bin/sh\n# gpucloud-sim: fail-launch\n"));
+    let mut other = spec("ins-g", 1, DesiredPower::Running, 0);
+    other.image.runtime = "qemu-that-does-not-exist".into();
+    cp.set(1, vec![s, other]);
+    let st = cp.wait_for("ins-f", |s| s.power == ObservedPower::Failed).await;
+    assert!(st.message.unwrap().contains("failed to boot"));
+    let st = cp.wait_for("ins-g", |s| s.power == ObservedPower::Failed).await;
+    assert!(st.message.unwrap().contains("gpucloud doctor"));
+    stop.send(true).unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_and_never_kills_unannounced_instances_early() {
+    let cp = Arc::new(FakeControlPlane::default());
+    let rt = Arc::new(SimRuntime::new(Duration::ZERO, Duration::ZERO));
+    let (stop, task) = start_agent(cp.clone(), rt.clone());
+    cp.set(1, vec![spec("ins-a", 1, DesiredPower::Running, 0), spec("ins-b", 1, DesiredPower::Running, 0)]);
+    cp.wait_for("ins-b", |s| s.power == ObservedPower::Running).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(rt.status("ins-a").await.unwrap(), Some(Power::Running), "instances outlive the agent");
+
+    // A new agent on the same runtime, while the control plane has no answer yet.
+    *cp.desired.lock().unwrap() = None;
+    let (stop, task) = start_agent(cp.clone(), rt.clone());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(rt.status("ins-a").await.unwrap(), Some(Power::Running));
+    // Now the control plane says: only ins-a.
+    cp.reports.lock().unwrap().clear();
+    cp.set(2, vec![spec("ins-a", 1, DesiredPower::Running, 0)]);
+    cp.wait_for("ins-a", |s| s.power == ObservedPower::Running).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while rt.status("ins-b").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "unknown instance not removed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(rt.status("ins-a").await.unwrap(), Some(Power::Running), "adopted, not restarted");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
