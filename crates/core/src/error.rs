@@ -224,6 +224,9 @@ pub enum CloudError {
     /// Prepaid period not sold.
     #[error("period {0} months is not offered")]
     InvalidPeriod(i64),
+    /// `STOP_CHARGING` on an instance that is not pay-as-you-go.
+    #[error("instance {0} is not pay-as-you-go; STOP_CHARGING does not apply")]
+    StopChargingNotSupported(String),
     /// The tenant's instance quota is exhausted.
     #[error("instance quota exceeded: {used} of {quota} used, {requested} requested")]
     InstanceQuota {
@@ -403,6 +406,7 @@ impl CloudError {
             UserDataTooLarge { .. } => "InvalidParameterValue.TooLarge",
             InvalidPeriod(_) => "InvalidPeriod",
             InstanceQuota { .. } => "LimitExceeded.InstanceQuota",
+            StopChargingNotSupported(_) => "UnsupportedOperation.StoppedModeStopCharging",
             ImageIdMalformed(_) => "InvalidImageId.Malformed",
             ImageNotFound(_) => "InvalidImageId.NotFound",
             ImageRuntimeUnavailable { .. } => "InvalidParameterValue.InvalidImageForGivenInstanceType",
@@ -596,6 +600,10 @@ impl CloudError {
             InvalidPeriod(p) => (
                 format!("A prepaid period of {p} months is not offered; use 1-12, 24, 36, 48 or 60."),
                 format!("不支持 {p} 个月的包年包月时长，可选 1-12、24、36、48、60。"),
+            ),
+            StopChargingNotSupported(id) => (
+                format!("The instance `{id}` is not pay-as-you-go (POSTPAID_BY_HOUR), so StoppedMode STOP_CHARGING does not apply. Stop it with KEEP_CHARGING."),
+                format!("实例 `{id}` 不是按量计费实例，不支持关机不收费（STOP_CHARGING），请使用 KEEP_CHARGING 关机。"),
             ),
             InstanceQuota { quota, used, requested } => (
                 format!("The instance quota is {quota}; {used} are in use and {requested} more were requested. Terminate instances or ask the operator to raise the quota."),

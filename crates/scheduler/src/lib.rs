@@ -373,7 +373,7 @@ impl CapacityIndex {
             let Some(h) = self.hosts[*k as usize].as_ref() else {
                 continue;
             };
-            if !h.schedulable {
+            if !h.schedulable || h.runtimes.0 == 0 {
                 continue;
             }
             let by_gpu = if gpus == 0 {

@@ -1,1 +1,94 @@
-//! placeholder
+//! The gpucloud control plane.
+//!
+//! * [`api`] — the Tencent Cloud API 3.0 front (TC3 and v1 auth, decoding,
+//!   dispatch) and the CVM actions;
+//! * [`app`] — the application services the actions use (placement with
+//!   transactional claims, lifecycle operations, API views);
+//! * [`sched`] — the scheduler service around the pure planner;
+//! * [`gateway`] — the server side of the agent protocol;
+//! * [`reconcile`] — background loops that read the world and repair it.
+//!
+//! The server runs no host-side effects: hosts change only through agents.
+
+pub mod api;
+pub mod app;
+pub mod gateway;
+pub mod metrics;
+pub mod reconcile;
+pub mod sched;
+
+use gateway::Gateway;
+use gpucloud_store::Store;
+use sched::Scheduler;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings of a control plane.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The region this cloud serves (`ap-guangzhou`).
+    pub region: String,
+    /// The zone used when nothing else says (`ap-guangzhou-3`).
+    pub default_zone: String,
+    /// After how long without hearing from an agent its host is unreachable.
+    pub host_grace: Duration,
+    /// How often the scheduler's index is rebuilt from the database.
+    pub resync_every: Duration,
+}
+
+impl Config {
+    /// Defaults for a region.
+    pub fn for_region(region: &str) -> Self {
+        Self {
+            region: region.to_string(),
+            default_zone: format!("{region}-3"),
+            host_grace: Duration::from_secs(90),
+            resync_every: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Failure to start the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store failed.
+    #[error("database")]
+    Store(#[from] gpucloud_store::StoreError),
+}
+
+/// The control plane's shared state.
+pub struct App {
+    /// Persistence.
+    pub store: Store,
+    /// Placement.
+    pub sched: Arc<Scheduler>,
+    /// Agents.
+    pub gateway: Arc<Gateway>,
+    /// Settings.
+    pub cfg: Config,
+    /// Request metrics.
+    pub metrics: metrics::Metrics,
+}
+
+impl App {
+    /// Builds the control plane over an open store: seeds the built-in images
+    /// and loads the scheduler's index.
+    pub async fn new(store: Store, cfg: Config) -> Result<Arc<Self>, StartError> {
+        app::images::seed_builtin(&store).await?;
+        let sched = Arc::new(Scheduler::new());
+        sched.resync(&store.capacity_snapshot().await?);
+        let gateway = Arc::new(Gateway::new(store.clone(), sched.clone()));
+        Ok(Arc::new(Self {
+            store,
+            sched,
+            gateway,
+            cfg,
+            metrics: metrics::Metrics::default(),
+        }))
+    }
+
+    /// The HTTP router.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        api::router(self.clone())
+    }
+}

@@ -1028,7 +1028,8 @@ impl Store {
             "UPDATE instances SET state = $1, latest_operation = 'ResetInstancesType', latest_operation_state = 'OPERATING',
                latest_operation_request_id = $2, latest_operation_error = NULL, spec_generation = spec_generation + 1,
                instance_type = $3, cpu = $4, memory_gib = $5, gpu_count = $6, host_id = $7, resources_held = 1,
-               prev_host_id = $8, prev_cpu = $9, prev_mem_mib = $10, updated_at = $11
+               prev_host_id = $8, prev_cpu = $9, prev_mem_mib = $10, updated_at = $11,
+               reboot_seq = reboot_seq + $14
              WHERE instance_id = $12 AND app_id = $13",
         )
         .bind(to.as_str())
@@ -1044,6 +1045,8 @@ impl Store {
         .bind(now)
         .bind(id)
         .bind(scope.app_id())
+        // A running instance (ForceStop) restarts into its new shape on the same host.
+        .bind(i64::from(inst.state == InstanceState::Running && !moved))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -23,6 +23,31 @@ pub struct DefaultNet {
     pub cidr: String,
 }
 
+/// A subnet of a tenant: `(vpc_id, zone, cidr)`.
+pub async fn subnet_get(
+    store: &crate::Store,
+    scope: &TenantScope,
+    subnet_id: &str,
+) -> Result<Option<(String, String, String)>> {
+    let row = sqlx::query("SELECT vpc_id, zone, cidr FROM subnets WHERE subnet_id = $1 AND app_id = $2")
+        .bind(subnet_id)
+        .bind(scope.app_id())
+        .fetch_optional(store.r())
+        .await?;
+    row.map(|r| Ok((col(&r, "vpc_id")?, col(&r, "zone")?, col(&r, "cidr")?)))
+        .transpose()
+}
+
+/// Whether a VPC belongs to a tenant.
+pub async fn vpc_exists(store: &crate::Store, scope: &TenantScope, vpc_id: &str) -> Result<bool> {
+    Ok(sqlx::query("SELECT vpc_id FROM vpcs WHERE vpc_id = $1 AND app_id = $2")
+        .bind(vpc_id)
+        .bind(scope.app_id())
+        .fetch_optional(store.r())
+        .await?
+        .is_some())
+}
+
 /// Subnet CIDR of the default subnet of zone number `n`.
 pub fn default_subnet_cidr(zone_number: u32) -> String {
     let k = (zone_number.saturating_sub(1)) % 16;

@@ -1,0 +1,253 @@
+//! The agent gateway: the server side of the agent protocol.
+//!
+//! Agents register their inventory, long-poll for desired state and report
+//! what they observe. The gateway turns registrations into host rows (and
+//! refreshes the scheduler), builds desired state from the store, and settles
+//! reports into instance states (returning released capacity to the
+//! scheduler). Writers call [`Gateway::poke`] after a change so a waiting
+//! agent wakes at once; without a poke it still learns on its next poll.
+//!
+//! The same [`ControlPlane`] implementation serves in-process agents (`up`)
+//! and, behind the HTTP endpoints, remote agents.
+
+use crate::sched::Scheduler;
+use gpucloud_agent_api::{
+    AssignedGpu, ControlPlane, DesiredPower, DesiredState, HostInventory, ImageRef, InstanceSpec, LinkError,
+    NicSpec, ObservedPower, ObservedState,
+};
+use gpucloud_core::lifecycle::{self, Observed};
+use gpucloud_store::hosts::{GpuUpsert, HostUpsert};
+use gpucloud_store::instances::ObservedInstance;
+use gpucloud_store::{Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The gateway.
+pub struct Gateway {
+    store: Store,
+    sched: Arc<Scheduler>,
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    seen: Mutex<HashMap<String, Instant>>,
+    /// Digest of the last report settled per host: an identical heartbeat
+    /// report cannot settle anything, so it only shows liveness.
+    last_report: Mutex<HashMap<String, [u8; 32]>>,
+}
+
+fn store_err(e: StoreError) -> LinkError {
+    match e {
+        StoreError::NotFound(what) => LinkError::Refused(format!("{what} is not registered")),
+        other => {
+            tracing::error!(error = ?other, "agent gateway store failure");
+            LinkError::Unreachable("the control plane's database failed; retry".into())
+        }
+    }
+}
+
+impl Gateway {
+    /// A gateway over a store and scheduler.
+    pub fn new(store: Store, sched: Arc<Scheduler>) -> Self {
+        Self {
+            store,
+            sched,
+            wakers: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+            last_report: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn waker(&self, host_id: &str) -> Arc<Notify> {
+        self.wakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(host_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Wakes the agent of a host whose desired state changed.
+    pub fn poke(&self, host_id: &str) {
+        self.waker(host_id).notify_waiters();
+    }
+
+    fn touch(&self, host_id: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host_id.to_string(), Instant::now());
+    }
+
+    /// When each host last talked to this server.
+    pub fn last_seen(&self) -> HashMap<String, Instant> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn refresh(&self, host_id: &str) {
+        match self.store.capacity_of(host_id).await {
+            Ok(Some((h, g))) => self.sched.refresh_host(&h, &g),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(host = host_id, error = ?e, "could not refresh host capacity"),
+        }
+    }
+}
+
+fn to_spec(d: gpucloud_store::instances::DesiredInstance) -> InstanceSpec {
+    InstanceSpec {
+        power: match d.power {
+            lifecycle::DesiredPower::Running => DesiredPower::Running,
+            lifecycle::DesiredPower::Stopped => DesiredPower::Stopped,
+            lifecycle::DesiredPower::Absent => DesiredPower::Absent,
+        },
+        spec_generation: d.spec_generation,
+        reboot_seq: d.reboot_seq,
+        stop_type: d.stop_type,
+        name: d.name,
+        hostname: d.host_name,
+        instance_type: d.instance_type,
+        cpu: d.cpu.max(0) as u32,
+        memory_mib: (d.memory_gib.max(0) as u64) * 1024,
+        gpus: d
+            .gpus
+            .into_iter()
+            .map(|(index, uuid, pci_address)| AssignedGpu {
+                index: index as u32,
+                uuid,
+                pci_address,
+            })
+            .collect(),
+        image: ImageRef {
+            image_id: d.image_id,
+            runtime: d.runtime,
+            location: d.image_location,
+        },
+        user_data: d.user_data,
+        password: d.password,
+        ssh_keys: d.public_keys,
+        nic: match (d.private_ip, d.subnet_cidr) {
+            (Some(ip), Some(cidr)) => Some(NicSpec { ip, cidr }),
+            _ => None,
+        },
+        app_id: d.app_id,
+        instance_id: d.instance_id,
+    }
+}
+
+#[async_trait::async_trait]
+impl ControlPlane for Gateway {
+    async fn register(&self, inv: &HostInventory) -> Result<(), LinkError> {
+        let model = inv.gpus.iter().find(|g| g.model != "unknown").map(|g| g.model.clone());
+        let host = HostUpsert {
+            host_id: inv.host_id.clone(),
+            name: inv.hostname.clone(),
+            zone: inv.zone.clone(),
+            kind: match inv.kind {
+                gpucloud_agent_api::HostKind::Sim => "sim".into(),
+                gpucloud_agent_api::HostKind::Real => "real".into(),
+            },
+            gpu_model: model,
+            cpu_total: i64::from(inv.cpu_total),
+            mem_total_mib: inv.mem_total_mib as i64,
+            runtimes: inv.runtimes.iter().map(|r| r.as_str().to_string()).collect(),
+            rack: inv.rack.clone(),
+            switch: inv.switch.clone(),
+            inventory: serde_json::to_value(inv).unwrap_or_default(),
+        };
+        let gpus: Vec<GpuUpsert> = inv
+            .gpus
+            .iter()
+            .map(|g| GpuUpsert {
+                gpu_id: g.uuid.clone(),
+                idx: i64::from(g.index),
+                model: g.model.clone(),
+                pci_address: g.pci_address.clone(),
+                numa_node: i64::from(g.numa_node),
+                nvlink_domain: g.nvlink_domain.map(i64::from),
+                memory_mib: g.memory_mib as i64,
+                healthy: g.healthy,
+                health_reason: g.health_reason.clone(),
+            })
+            .collect();
+        self.store.host_register(&host, &gpus).await.map_err(store_err)?;
+        self.touch(&inv.host_id);
+        self.refresh(&inv.host_id).await;
+        tracing::debug!(host = %inv.host_id, zone = %inv.zone, gpus = inv.gpus.len(), "host registered");
+        Ok(())
+    }
+
+    async fn desired(&self, host_id: &str, after: i64, wait: Duration) -> Result<DesiredState, LinkError> {
+        self.touch(host_id);
+        let deadline = tokio::time::Instant::now() + wait;
+        let waker = self.waker(host_id);
+        loop {
+            let notified = waker.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (generation, instances) = self.store.host_desired(host_id).await.map_err(store_err)?;
+            if generation > after || tokio::time::Instant::now() >= deadline {
+                return Ok(DesiredState {
+                    host_id: host_id.to_string(),
+                    generation,
+                    instances: instances.into_iter().map(to_spec).collect(),
+                });
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
+    }
+
+    async fn report(&self, observed: &ObservedState) -> Result<(), LinkError> {
+        self.touch(&observed.host_id);
+        let digest: [u8; 32] = {
+            use sha2::{Digest, Sha256};
+            Sha256::digest(serde_json::to_vec(observed).unwrap_or_default()).into()
+        };
+        if self
+            .last_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&observed.host_id)
+            == Some(&digest)
+        {
+            return Ok(());
+        }
+        let obs: Vec<ObservedInstance> = observed
+            .instances
+            .iter()
+            .map(|i| ObservedInstance {
+                instance_id: i.instance_id.clone(),
+                spec_generation: i.spec_generation,
+                observed: match i.power {
+                    ObservedPower::Running => Observed::Running,
+                    ObservedPower::Stopped => Observed::Stopped,
+                    ObservedPower::Absent => Observed::Absent,
+                    ObservedPower::Failed => Observed::Failed,
+                },
+                reboot_seq: i.reboot_seq,
+                error: i.message.clone(),
+            })
+            .collect();
+        let outcome = self
+            .store
+            .host_report(&observed.host_id, observed.generation, &obs)
+            .await
+            .map_err(store_err)?;
+        for r in &outcome.released {
+            let gpus: Vec<u32> = r.gpu_indexes.iter().map(|g| *g as u32).collect();
+            self.sched
+                .release(&r.host_id, &gpus, r.cpu.max(0) as u32, r.mem_mib.max(0) as u64);
+        }
+        for (id, from, to) in &outcome.transitions {
+            tracing::info!(instance = %id, from = from.as_str(), to = to.as_str(), host = %observed.host_id, "instance state");
+        }
+        // A released claim may free capacity another transition waits for; a
+        // changed state may change what the host should do next.
+        if !outcome.transitions.is_empty() || !outcome.released.is_empty() {
+            self.poke(&observed.host_id);
+        }
+        self.last_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(observed.host_id.clone(), digest);
+        Ok(())
+    }
+}

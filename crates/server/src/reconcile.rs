@@ -1,0 +1,90 @@
+//! Background reconcilers. Each takes no hint about what changed: it reads the
+//! world, compares it with what should be, and repairs the difference, on a
+//! timer. Running one twice is harmless.
+//!
+//! * **capacity** — rebuilds the scheduler's index from the database (claims
+//!   made or released by other servers, operator changes);
+//! * **host liveness** — a host whose agent has not talked to this server
+//!   within the grace period becomes `UNREACHABLE` (its instances keep their
+//!   state and claims: nothing is double-booked); when it talks again it is
+//!   `READY`.
+
+use crate::App;
+use gpucloud_store::hosts::state;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Starts the reconcilers; they stop when `shutdown` turns true.
+pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(capacity_loop(app.clone(), shutdown.clone())),
+        tokio::spawn(liveness_loop(app, shutdown)),
+    ]
+}
+
+async fn capacity_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(app.cfg.resync_every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match app.store.capacity_snapshot().await {
+            Ok(snap) => app.sched.resync(&snap),
+            Err(e) => tracing::warn!(error = ?e, "capacity resync failed"),
+        }
+    }
+}
+
+/// One pass of the liveness check. `started` is when this server started: a
+/// host it has never heard from is judged from then.
+pub async fn liveness_pass(app: &App, started: Instant) -> gpucloud_store::Result<()> {
+    let seen: HashMap<String, Instant> = app.gateway.last_seen();
+    let now = Instant::now();
+    for h in app.store.host_list().await? {
+        let last = seen.get(&h.host_id).copied().unwrap_or(started);
+        let silent = now.duration_since(last);
+        let live = silent < app.cfg.host_grace;
+        let changed = if !live && matches!(h.state.as_str(), state::READY | state::CORDONED | state::DRAINING) {
+            tracing::warn!(host = %h.host_id, silent_s = silent.as_secs(), "host unreachable");
+            app.store
+                .host_set_state(
+                    &h.host_id,
+                    state::UNREACHABLE,
+                    &format!("the host agent has not reported for {} s", silent.as_secs()),
+                )
+                .await?;
+            true
+        } else if live && h.state == state::UNREACHABLE {
+            tracing::info!(host = %h.host_id, "host reachable again");
+            app.store.host_set_state(&h.host_id, state::READY, "").await?;
+            true
+        } else {
+            false
+        };
+        if changed {
+            if let Some((h, g)) = app.store.capacity_of(&h.host_id).await? {
+                app.sched.refresh_host(&h, &g);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn liveness_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let started = Instant::now();
+    let period = (app.cfg.host_grace / 4).max(std::time::Duration::from_millis(200));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = liveness_pass(&app, started).await {
+            tracing::warn!(error = ?e, "liveness pass failed");
+        }
+    }
+}

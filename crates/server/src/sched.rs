@@ -1,0 +1,343 @@
+//! The scheduler service: the pure planner's capacity index kept in memory,
+//! plus reservations for plans that are being committed.
+//!
+//! Planning and reserving happen under one short lock, so concurrent requests
+//! in this process never plan the same GPU. The database claim is the real
+//! guard: if another server (or a stale index) lets two plans pick one GPU,
+//! the second transaction fails and the caller re-plans after refreshing that
+//! host. A periodic resync rebuilds the index from the database and re-applies
+//! reservations still in flight.
+
+use gpucloud_core::gpu::GpuModel;
+use gpucloud_scheduler::{
+    choose_gpus, CapacityIndex, GpuSlot, HostCapacity, NoFit, Placement, PlacementRequest, Runtimes,
+};
+use gpucloud_store::hosts::{Gpu, Host};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// A reservation in flight.
+#[derive(Debug, Clone)]
+struct Reservation {
+    items: Vec<(String, Vec<u32>, u32, u64)>,
+}
+
+#[derive(Default)]
+struct State {
+    index: CapacityIndex,
+    reservations: HashMap<u64, Reservation>,
+}
+
+/// Handle of a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReservationId(u64);
+
+/// The scheduler.
+#[derive(Default)]
+pub struct Scheduler {
+    state: Mutex<State>,
+    next: AtomicU64,
+}
+
+/// The runtime bit for a runtime name.
+pub fn runtime_bit(name: &str) -> u8 {
+    match name {
+        "sim" => Runtimes::SIM,
+        "container" => Runtimes::CONTAINER,
+        "qemu" => Runtimes::QEMU,
+        _ => 0,
+    }
+}
+
+/// Builds a host's capacity from its stored rows.
+pub fn capacity_from(h: &Host, gpus: &[Gpu]) -> HostCapacity {
+    let mut bits = 0u8;
+    for r in &h.runtimes {
+        bits |= runtime_bit(r);
+    }
+    let mut slots: Vec<GpuSlot> = gpus
+        .iter()
+        .map(|g| GpuSlot {
+            index: g.idx as u32,
+            healthy: g.health == gpucloud_store::hosts::health::HEALTHY,
+            used: g.claimed_by.is_some(),
+            numa: g.numa_node as u32,
+            nvlink_domain: g.nvlink_domain.map(|d| d as u32),
+        })
+        .collect();
+    slots.sort_by_key(|s| s.index);
+    HostCapacity {
+        host_id: h.host_id.clone(),
+        zone: h.zone.clone(),
+        model: h.gpu_model.as_deref().and_then(GpuModel::from_key),
+        schedulable: h.state == gpucloud_store::hosts::state::READY,
+        runtimes: Runtimes(bits),
+        rack: h.rack.clone(),
+        switch: h.switch.clone(),
+        cpu_total: h.cpu_total.max(0) as u32,
+        cpu_used: h.cpu_used.max(0) as u32,
+        mem_total_mib: h.mem_total_mib.max(0) as u64,
+        mem_used_mib: h.mem_used_mib.max(0) as u64,
+        gpus: slots,
+    }
+}
+
+impl Scheduler {
+    /// An empty scheduler.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuilds the index from stored hosts, keeping reservations in flight.
+    pub fn resync(&self, snapshot: &[(Host, Vec<Gpu>)]) {
+        let mut index = CapacityIndex::new();
+        for (h, g) in snapshot {
+            index.upsert(capacity_from(h, g));
+        }
+        let mut st = self.lock();
+        for r in st.reservations.values() {
+            for (host, gpus, cpu, mem) in &r.items {
+                index.claim(host, gpus, *cpu, *mem);
+            }
+        }
+        st.index = index;
+    }
+
+    /// Refreshes one host from its stored rows (after a conflict or a registration).
+    pub fn refresh_host(&self, h: &Host, gpus: &[Gpu]) {
+        let mut st = self.lock();
+        let pending: Vec<(String, Vec<u32>, u32, u64)> = st
+            .reservations
+            .values()
+            .flat_map(|r| r.items.iter().filter(|i| i.0 == h.host_id).cloned())
+            .collect();
+        st.index.upsert(capacity_from(h, gpus));
+        for (host, g, c, m) in pending {
+            st.index.claim(&host, &g, c, m);
+        }
+    }
+
+    /// Plans and reserves up to `n` placements of `req` (at least `min`),
+    /// spreading across hosts when `req.spread` is set.
+    pub fn reserve(
+        &self,
+        req: &PlacementRequest,
+        n: usize,
+        min: usize,
+    ) -> Result<(ReservationId, Vec<Placement>), NoFit> {
+        let mut st = self.lock();
+        let mut placed: Vec<Placement> = Vec::with_capacity(n);
+        let mut items = Vec::with_capacity(n);
+        let mut req = req.clone();
+        let mut first_err = None;
+        for _ in 0..n {
+            match st.index.plan(&req) {
+                Ok(p) => {
+                    st.index.claim(&p.host_id, &p.gpus, req.cpu, req.mem_mib);
+                    items.push((p.host_id.clone(), p.gpus.clone(), req.cpu, req.mem_mib));
+                    if let Some((_, members)) = &mut req.spread {
+                        members.push(p.host_id.clone());
+                    }
+                    placed.push(p);
+                }
+                Err(e) => {
+                    first_err = Some(e);
+                    break;
+                }
+            }
+        }
+        if placed.len() < min.max(1) {
+            for (h, g, c, m) in &items {
+                st.index.release(h, g, *c, *m);
+            }
+            return Err(first_err.unwrap_or(NoFit::Full("no capacity".into())));
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        st.reservations.insert(id, Reservation { items });
+        Ok((ReservationId(id), placed))
+    }
+
+    /// Reserves a specific set of resources on one host (resize on the spot,
+    /// restart of a released instance). `None` if they are not free.
+    pub fn reserve_on_host(
+        &self,
+        host_id: &str,
+        gpus: u32,
+        keep: &[u32],
+        cpu: u32,
+        mem_mib: u64,
+    ) -> Option<(ReservationId, Vec<u32>)> {
+        let mut st = self.lock();
+        let h = st.index.host(host_id)?;
+        if h.free_cpu() < cpu || h.free_mem() < mem_mib {
+            return None;
+        }
+        let needed = gpus.saturating_sub(keep.len() as u32);
+        let mut slots = h.gpus.clone();
+        // Prefer GPUs next to the ones kept: mark kept ones as used and pick among free.
+        let add = if needed > 0 {
+            if h.free_gpus() < needed {
+                return None;
+            }
+            // Bias towards the domain/NUMA node of kept GPUs by filtering first.
+            let near: Vec<GpuSlot> = slots
+                .iter()
+                .filter(|s| {
+                    keep.iter().any(|k| {
+                        let ks = &h.gpus[*k as usize];
+                        s.nvlink_domain == ks.nvlink_domain && s.numa == ks.numa
+                    })
+                })
+                .cloned()
+                .collect();
+            let near_pick = choose_gpus(&near, needed);
+            if near_pick.len() as u32 == needed {
+                near_pick
+            } else {
+                slots.iter_mut().for_each(|s| {
+                    if keep.contains(&s.index) {
+                        s.used = true
+                    }
+                });
+                choose_gpus(&slots, needed)
+            }
+        } else {
+            vec![]
+        };
+        if add.len() as u32 != needed {
+            return None;
+        }
+        st.index.claim(host_id, &add, cpu, mem_mib);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        st.reservations.insert(
+            id,
+            Reservation {
+                items: vec![(host_id.to_string(), add.clone(), cpu, mem_mib)],
+            },
+        );
+        Some((ReservationId(id), add))
+    }
+
+    /// The reservation is in the database now.
+    pub fn commit(&self, id: ReservationId) {
+        self.lock().reservations.remove(&id.0);
+    }
+
+    /// The reservation was not used: give everything back.
+    pub fn cancel(&self, id: ReservationId) {
+        let mut st = self.lock();
+        if let Some(r) = st.reservations.remove(&id.0) {
+            for (h, g, c, m) in &r.items {
+                st.index.release(h, g, *c, *m);
+            }
+        }
+    }
+
+    /// A host let go of resources.
+    pub fn release(&self, host_id: &str, gpus: &[u32], cpu: u32, mem_mib: u64) {
+        self.lock().index.release(host_id, gpus, cpu, mem_mib);
+    }
+
+    /// Lowers a host's usage after a shrink on the spot (CPU/memory only).
+    pub fn shrink(&self, host_id: &str, cpu: u32, mem_mib: u64) {
+        self.lock().index.release(host_id, &[], cpu, mem_mib);
+    }
+
+    /// Reads the index.
+    pub fn with_index<T>(&self, f: impl FnOnce(&CapacityIndex) -> T) -> T {
+        f(&self.lock().index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(id: &str) -> (Host, Vec<Gpu>) {
+        (
+            Host {
+                host_id: id.into(),
+                name: id.into(),
+                zone: "z".into(),
+                kind: "sim".into(),
+                gpu_model: Some("H100".into()),
+                cpu_total: 192,
+                mem_total_mib: 1_966_080,
+                cpu_used: 0,
+                mem_used_mib: 0,
+                runtimes: vec!["sim".into()],
+                rack: "r".into(),
+                switch: "s".into(),
+                state: "READY".into(),
+                state_reason: String::new(),
+                generation: 1,
+                observed_generation: 0,
+                inventory: serde_json::Value::Null,
+                last_seen: 0,
+            },
+            (0..8)
+                .map(|i| Gpu {
+                    gpu_id: format!("GPU-{id}-{i}"),
+                    host_id: id.into(),
+                    idx: i,
+                    model: "H100".into(),
+                    pci_address: String::new(),
+                    numa_node: i / 4,
+                    nvlink_domain: Some(0),
+                    memory_mib: 81920,
+                    health: "HEALTHY".into(),
+                    health_reason: String::new(),
+                    claimed_by: None,
+                    claim_released: false,
+                })
+                .collect(),
+        )
+    }
+
+    fn req() -> PlacementRequest {
+        PlacementRequest {
+            zone: "z".into(),
+            model: Some(GpuModel::H100),
+            gpus: 1,
+            cpu: 24,
+            mem_mib: 240 * 1024,
+            runtime: Runtimes::SIM,
+            spread: None,
+            exclude_hosts: vec![],
+        }
+    }
+
+    #[test]
+    fn reservations_survive_a_resync_and_cancel_cleanly() {
+        let s = Scheduler::new();
+        let snap = vec![host("a")];
+        s.resync(&snap);
+        let (id, placed) = s.reserve(&req(), 3, 3).unwrap();
+        assert_eq!(placed.len(), 3);
+        s.resync(&snap);
+        assert_eq!(s.with_index(|i| i.host("a").unwrap().free_gpus()), 5);
+        s.cancel(id);
+        assert_eq!(s.with_index(|i| i.host("a").unwrap().free_gpus()), 8);
+        // Min count not met: nothing stays reserved.
+        assert!(s.reserve(&req(), 9, 9).is_err());
+        assert_eq!(s.with_index(|i| i.host("a").unwrap().free_gpus()), 8);
+        // Partial delivery.
+        let (_, placed) = s.reserve(&req(), 9, 4).unwrap();
+        assert_eq!(placed.len(), 8);
+    }
+
+    #[test]
+    fn growing_on_the_spot_stays_near_kept_gpus() {
+        let s = Scheduler::new();
+        s.resync(&[host("a")]);
+        s.reserve_on_host("a", 1, &[], 24, 0).unwrap(); // takes GPU 0? choose_gpus picks the smallest fitting NUMA group
+        let (_, add) = s.reserve_on_host("a", 4, &[0], 72, 0).unwrap();
+        assert_eq!(add.len(), 3);
+        assert!(add.iter().all(|g| *g < 4), "{add:?} stays on NUMA node 0");
+    }
+}
