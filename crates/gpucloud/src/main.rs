@@ -1,1 +1,86 @@
-fn main() {}
+//! `gpucloud`: one binary, many roles. This file parses flags and calls into
+//! the libraries; the logic lives in the crates.
+
+mod admin;
+mod bench;
+mod cloud;
+mod output;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "gpucloud",
+    version,
+    about = "Turn Linux GPU servers into a GPU cloud you drive with tccli and the Tencent Cloud SDKs",
+    long_about = "gpucloud runs a Tencent Cloud API 3.0 compatible GPU cloud.\n\nStart one on this machine with `gpucloud up --simulate 2*H100x8`, then point tccli at it (the command is printed at start)."
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a whole cloud on this machine: control plane, local host agent and
+    /// optionally a simulated GPU fleet, with SQLite under --data-dir.
+    Up(up::UpArgs),
+    /// Operator commands: tenants, hosts, GPUs, instances.
+    Admin(admin::AdminArgs),
+    /// Benchmarks (figures for docs/PERFORMANCE.md).
+    Bench(bench::BenchArgs),
+}
+
+/// The default data directory: `$XDG_DATA_HOME/gpucloud` or `~/.local/share/gpucloud`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("gpucloud");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h).join(".local/share/gpucloud");
+    }
+    PathBuf::from("/var/lib/gpucloud")
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GPUCLOUD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Up(a) => up::run(a).await,
+            Cmd::Admin(a) => admin::run(a).await,
+            Cmd::Bench(a) => bench::run(a).await,
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

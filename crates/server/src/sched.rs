@@ -108,6 +108,15 @@ impl Scheduler {
         st.index = index;
     }
 
+    /// Replaces the index with these hosts (benchmarks, tests).
+    pub fn load(&self, hosts: Vec<HostCapacity>) {
+        let mut index = CapacityIndex::new();
+        for h in hosts {
+            index.upsert(h);
+        }
+        self.lock().index = index;
+    }
+
     /// Refreshes one host from its stored rows (after a conflict or a registration).
     pub fn refresh_host(&self, h: &Host, gpus: &[Gpu]) {
         let mut st = self.lock();
