@@ -260,7 +260,12 @@ pub trait ControlPlane: Send + Sync + 'static {
 
     /// The desired state, once its generation exceeds `after`; returns the
     /// current state anyway after `wait`.
-    async fn desired(&self, host_id: &str, after: i64, wait: Duration) -> Result<DesiredState, LinkError>;
+    async fn desired(
+        &self,
+        host_id: &str,
+        after: i64,
+        wait: Duration,
+    ) -> Result<DesiredState, LinkError>;
 
     /// Reports the observed state.
     async fn report(&self, observed: &ObservedState) -> Result<(), LinkError>;
@@ -283,7 +288,10 @@ mod tests {
         assert_eq!(j["power"], "running");
         let back: InstanceStatus = serde_json::from_value(j).unwrap();
         assert_eq!(back, s);
-        assert_eq!(serde_json::to_value(DesiredPower::Absent).unwrap(), "absent");
+        assert_eq!(
+            serde_json::to_value(DesiredPower::Absent).unwrap(),
+            "absent"
+        );
         assert_eq!(serde_json::to_value(RuntimeKind::Qemu).unwrap(), "qemu");
     }
 }

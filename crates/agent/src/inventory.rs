@@ -33,7 +33,9 @@ pub struct PciGpu {
 }
 
 fn read_trim(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn parse_hex(s: &str) -> Option<u32> {
@@ -155,7 +157,14 @@ impl Inventory for LocalInventory {
                         let h = hex::encode(Sha256::digest(
                             format!("{}/{}", self.host_id, g.address).as_bytes(),
                         ));
-                        format!("GPU-{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+                        format!(
+                            "GPU-{}-{}-{}-{}-{}",
+                            &h[0..8],
+                            &h[8..12],
+                            &h[12..16],
+                            &h[16..20],
+                            &h[20..32]
+                        )
                     },
                     index: i as u32,
                     model: model.map_or("unknown".into(), |m| m.spec().key.to_string()),
@@ -175,7 +184,8 @@ impl Inventory for LocalInventory {
                 }
             })
             .collect();
-        let hostname = read_trim(&self.procfs.join("sys/kernel/hostname")).unwrap_or_else(|| "localhost".into());
+        let hostname = read_trim(&self.procfs.join("sys/kernel/hostname"))
+            .unwrap_or_else(|| "localhost".into());
         let mut details = self.details.clone();
         if let serde_json::Value::Object(m) = &mut details {
             m.insert("cpu_model".into(), self.cpu_model().into());

@@ -23,7 +23,8 @@ pub mod runtime;
 pub mod sim;
 
 use gpucloud_agent_api::{
-    ControlPlane, DesiredPower, DesiredState, InstanceSpec, InstanceStatus, ObservedPower, ObservedState,
+    ControlPlane, DesiredPower, DesiredState, InstanceSpec, InstanceStatus, ObservedPower,
+    ObservedState,
 };
 use inventory::Inventory;
 use runtime::{Power, Runtime, StopType};

@@ -71,7 +71,8 @@ impl SimHost {
 }
 
 fn model_key(g: &SimGroup) -> String {
-    g.model.map_or("CPU".to_string(), |m| m.spec().key.to_string())
+    g.model
+        .map_or("CPU".to_string(), |m| m.spec().key.to_string())
 }
 
 fn uuid_from(seed: &str) -> String {
@@ -189,7 +190,9 @@ impl SimRuntime {
                 vm.power = power;
                 Ok(())
             }
-            None => Err(RuntimeError::new(format!("instance {id} does not exist on this host"))),
+            None => Err(RuntimeError::new(format!(
+                "instance {id} does not exist on this host"
+            ))),
         }
     }
 }
@@ -213,7 +216,12 @@ impl Runtime for SimRuntime {
     }
 
     async fn status(&self, id: &str) -> Result<Option<Power>, RuntimeError> {
-        Ok(self.vms.lock().expect("sim runtime lock").get(id).map(|v| v.power))
+        Ok(self
+            .vms
+            .lock()
+            .expect("sim runtime lock")
+            .get(id)
+            .map(|v| v.power))
     }
 
     async fn create(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
@@ -268,7 +276,9 @@ mod tests {
     #[test]
     fn same_spec_same_ids() {
         let a = SimHost::expand(&parse("3*H100x8", "ap-guangzhou", "ap-guangzhou-3").unwrap());
-        let b = SimHost::expand(&parse("2*H100x8,1*T4x4,1*H100x8", "ap-guangzhou", "ap-guangzhou-3").unwrap());
+        let b = SimHost::expand(
+            &parse("2*H100x8,1*T4x4,1*H100x8", "ap-guangzhou", "ap-guangzhou-3").unwrap(),
+        );
         let ids_a: Vec<String> = a.iter().map(|h| h.host_id()).collect();
         let ids_b: Vec<String> = b
             .iter()
@@ -297,6 +307,9 @@ mod tests {
         let h = SimHost::expand(&parse("T4x4", "ap-guangzhou", "ap-guangzhou-3").unwrap());
         let inv = h[0].collect();
         assert!(inv.gpus.iter().all(|g| g.nvlink_domain.is_none()));
-        assert_eq!(inv.cpu_total, 180, "GI3X.45XLARGE452 needs 180 vCPUs for 4 T4s");
+        assert_eq!(
+            inv.cpu_total, 180,
+            "GI3X.45XLARGE452 needs 180 vCPUs for 4 T4s"
+        );
     }
 }

@@ -39,7 +39,11 @@ impl FakeControlPlane {
                     return s;
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {id}: {:?}", self.last(id));
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {id}: {:?}",
+                self.last(id)
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -52,7 +56,12 @@ impl ControlPlane for FakeControlPlane {
         Ok(())
     }
 
-    async fn desired(&self, host_id: &str, after: i64, wait: Duration) -> Result<DesiredState, LinkError> {
+    async fn desired(
+        &self,
+        host_id: &str,
+        after: i64,
+        wait: Duration,
+    ) -> Result<DesiredState, LinkError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.changed.notified();
@@ -64,11 +73,16 @@ impl ControlPlane for FakeControlPlane {
                 _ => {}
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(self.desired.lock().unwrap().clone().unwrap_or(DesiredState {
-                    host_id: host_id.into(),
-                    generation: 0,
-                    instances: vec![],
-                }));
+                return Ok(self
+                    .desired
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .unwrap_or(DesiredState {
+                        host_id: host_id.into(),
+                        generation: 0,
+                        instances: vec![],
+                    }));
             }
         }
     }
@@ -105,9 +119,14 @@ fn spec(id: &str, generation: i64, power: DesiredPower, reboot: i64) -> Instance
     }
 }
 
-fn start_agent(cp: Arc<FakeControlPlane>, rt: Arc<SimRuntime>) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let host = SimHost::expand(&gpucloud_core::simspec::parse("CPU", "ap-guangzhou", "ap-guangzhou-3").unwrap())
-        .remove(0);
+fn start_agent(
+    cp: Arc<FakeControlPlane>,
+    rt: Arc<SimRuntime>,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let host = SimHost::expand(
+        &gpucloud_core::simspec::parse("CPU", "ap-guangzhou", "ap-guangzhou-3").unwrap(),
+    )
+    .remove(0);
     let agent = Agent::new(
         cp,
         Arc::new(host),
@@ -126,19 +145,35 @@ fn start_agent(cp: Arc<FakeControlPlane>, rt: Arc<SimRuntime>) -> (watch::Sender
 #[tokio::test]
 async fn converges_through_the_lifecycle() {
     let cp = Arc::new(FakeControlPlane::default());
-    let rt = Arc::new(SimRuntime::new(Duration::from_millis(5), Duration::from_millis(5)));
+    let rt = Arc::new(SimRuntime::new(
+        Duration::from_millis(5),
+        Duration::from_millis(5),
+    ));
     let (stop, task) = start_agent(cp.clone(), rt.clone());
     cp.set(1, vec![spec("ins-a", 1, DesiredPower::Running, 0)]);
-    cp.wait_for("ins-a", |s| s.power == ObservedPower::Running && s.spec_generation == 1).await;
+    cp.wait_for("ins-a", |s| {
+        s.power == ObservedPower::Running && s.spec_generation == 1
+    })
+    .await;
     assert_eq!(rt.status("ins-a").await.unwrap(), Some(Power::Running));
     cp.set(2, vec![spec("ins-a", 2, DesiredPower::Stopped, 0)]);
-    cp.wait_for("ins-a", |s| s.power == ObservedPower::Stopped && s.spec_generation == 2).await;
+    cp.wait_for("ins-a", |s| {
+        s.power == ObservedPower::Stopped && s.spec_generation == 2
+    })
+    .await;
     cp.set(3, vec![spec("ins-a", 3, DesiredPower::Running, 0)]);
-    cp.wait_for("ins-a", |s| s.power == ObservedPower::Running && s.spec_generation == 3).await;
+    cp.wait_for("ins-a", |s| {
+        s.power == ObservedPower::Running && s.spec_generation == 3
+    })
+    .await;
     cp.set(4, vec![spec("ins-a", 4, DesiredPower::Running, 1)]);
-    cp.wait_for("ins-a", |s| s.reboot_seq == 1 && s.spec_generation == 4).await;
+    cp.wait_for("ins-a", |s| s.reboot_seq == 1 && s.spec_generation == 4)
+        .await;
     cp.set(5, vec![spec("ins-a", 5, DesiredPower::Absent, 1)]);
-    cp.wait_for("ins-a", |s| s.power == ObservedPower::Absent && s.spec_generation == 5).await;
+    cp.wait_for("ins-a", |s| {
+        s.power == ObservedPower::Absent && s.spec_generation == 5
+    })
+    .await;
     assert_eq!(rt.status("ins-a").await.unwrap(), None);
     assert_eq!(cp.registered.lock().unwrap().len(), 1);
     stop.send(true).unwrap();
@@ -152,13 +187,20 @@ async fn launch_failures_are_reported_with_a_reason() {
     let rt = Arc::new(SimRuntime::new(Duration::ZERO, Duration::ZERO));
     let (stop, _task) = start_agent(cp.clone(), rt);
     let mut s = spec("ins-f", 1, DesiredPower::Running, 0);
-    s.user_data = Some(base64::engine::general_purpose::STANDARD.encode("#!/bin/sh\n# gpucloud-sim: fail-launch\n"));
+    s.user_data = Some(
+        base64::engine::general_purpose::STANDARD
+            .encode("#!/bin/sh\n# gpucloud-sim: fail-launch\n"),
+    );
     let mut other = spec("ins-g", 1, DesiredPower::Running, 0);
     other.image.runtime = "qemu-that-does-not-exist".into();
     cp.set(1, vec![s, other]);
-    let st = cp.wait_for("ins-f", |s| s.power == ObservedPower::Failed).await;
+    let st = cp
+        .wait_for("ins-f", |s| s.power == ObservedPower::Failed)
+        .await;
     assert!(st.message.unwrap().contains("failed to boot"));
-    let st = cp.wait_for("ins-g", |s| s.power == ObservedPower::Failed).await;
+    let st = cp
+        .wait_for("ins-g", |s| s.power == ObservedPower::Failed)
+        .await;
     assert!(st.message.unwrap().contains("gpucloud doctor"));
     stop.send(true).unwrap();
 }
@@ -168,11 +210,22 @@ async fn a_restarted_agent_adopts_and_never_kills_unannounced_instances_early() 
     let cp = Arc::new(FakeControlPlane::default());
     let rt = Arc::new(SimRuntime::new(Duration::ZERO, Duration::ZERO));
     let (stop, task) = start_agent(cp.clone(), rt.clone());
-    cp.set(1, vec![spec("ins-a", 1, DesiredPower::Running, 0), spec("ins-b", 1, DesiredPower::Running, 0)]);
-    cp.wait_for("ins-b", |s| s.power == ObservedPower::Running).await;
+    cp.set(
+        1,
+        vec![
+            spec("ins-a", 1, DesiredPower::Running, 0),
+            spec("ins-b", 1, DesiredPower::Running, 0),
+        ],
+    );
+    cp.wait_for("ins-b", |s| s.power == ObservedPower::Running)
+        .await;
     stop.send(true).unwrap();
     task.await.unwrap();
-    assert_eq!(rt.status("ins-a").await.unwrap(), Some(Power::Running), "instances outlive the agent");
+    assert_eq!(
+        rt.status("ins-a").await.unwrap(),
+        Some(Power::Running),
+        "instances outlive the agent"
+    );
 
     // A new agent on the same runtime, while the control plane has no answer yet.
     *cp.desired.lock().unwrap() = None;
@@ -182,13 +235,21 @@ async fn a_restarted_agent_adopts_and_never_kills_unannounced_instances_early() 
     // Now the control plane says: only ins-a.
     cp.reports.lock().unwrap().clear();
     cp.set(2, vec![spec("ins-a", 1, DesiredPower::Running, 0)]);
-    cp.wait_for("ins-a", |s| s.power == ObservedPower::Running).await;
+    cp.wait_for("ins-a", |s| s.power == ObservedPower::Running)
+        .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while rt.status("ins-b").await.unwrap().is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "unknown instance not removed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "unknown instance not removed"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(rt.status("ins-a").await.unwrap(), Some(Power::Running), "adopted, not restarted");
+    assert_eq!(
+        rt.status("ins-a").await.unwrap(),
+        Some(Power::Running),
+        "adopted, not restarted"
+    );
     stop.send(true).unwrap();
     task.await.unwrap();
 }

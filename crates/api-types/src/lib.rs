@@ -79,7 +79,10 @@ mod tests {
     #[test]
     fn envelopes() {
         let ok = envelope_ok(json!({"TotalCount": 0}), "r1");
-        assert_eq!(ok, json!({"Response": {"TotalCount": 0, "RequestId": "r1"}}));
+        assert_eq!(
+            ok,
+            json!({"Response": {"TotalCount": 0, "RequestId": "r1"}})
+        );
         let err = envelope_error("InvalidAction", "no", "r2");
         assert_eq!(
             err["Response"]["Error"]["Code"],

@@ -413,7 +413,8 @@ mod tests {
 
     #[test]
     fn lenient_scalars() {
-        let l: Lenient = serde_json::from_value(json!({"n": "10", "b": "True", "f": "1.5"})).unwrap();
+        let l: Lenient =
+            serde_json::from_value(json!({"n": "10", "b": "True", "f": "1.5"})).unwrap();
         assert_eq!((l.n, l.b, l.f), (Some(10), Some(true), Some(1.5)));
         let l: Lenient = serde_json::from_value(json!({"n": 10, "b": false, "f": null})).unwrap();
         assert_eq!((l.n, l.b, l.f), (Some(10), Some(false), None));

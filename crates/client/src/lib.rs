@@ -78,7 +78,13 @@ impl Client {
 
     /// Calls `service`/`version`/`action` with JSON parameters; returns the
     /// `Response` object (without `RequestId`) or the API error.
-    pub async fn call(&self, service: &str, version: &str, action: &str, params: &Value) -> Result<Value, ClientError> {
+    pub async fn call(
+        &self,
+        service: &str,
+        version: &str,
+        action: &str,
+        params: &Value,
+    ) -> Result<Value, ClientError> {
         let body = serde_json::to_vec(params).map_err(|e| ClientError::Transport(e.to_string()))?;
         let signed = sign_tc3_post(
             &self.secret_id,
@@ -100,7 +106,10 @@ impl Client {
                 req = req.header(k, v);
             }
         }
-        let resp = req.send().await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
         let status = resp.status();
         let ct = resp
             .headers()
@@ -108,11 +117,17 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let text = resp.text().await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
         if !status.is_success() || ct != "application/json" {
-            return Err(ClientError::Transport(format!("HTTP {status} ({ct}): {text}")));
+            return Err(ClientError::Transport(format!(
+                "HTTP {status} ({ct}): {text}"
+            )));
         }
-        let v: Value = serde_json::from_str(&text).map_err(|e| ClientError::Transport(format!("{e}: {text}")))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| ClientError::Transport(format!("{e}: {text}")))?;
         let mut r = v
             .get("Response")
             .cloned()

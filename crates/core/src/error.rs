@@ -19,7 +19,9 @@ pub enum CloudError {
     #[error("SecretId {0} does not exist or is disabled")]
     SecretIdNotFound(String),
     /// The request timestamp is outside the ±300 s window.
-    #[error("request timestamp {timestamp} is more than 300 s away from the server time {server_time}")]
+    #[error(
+        "request timestamp {timestamp} is more than 300 s away from the server time {server_time}"
+    )]
     SignatureExpire {
         /// Request timestamp (Unix seconds).
         timestamp: i64,
@@ -409,7 +411,9 @@ impl CloudError {
             StopChargingNotSupported(_) => "UnsupportedOperation.StoppedModeStopCharging",
             ImageIdMalformed(_) => "InvalidImageId.Malformed",
             ImageNotFound(_) => "InvalidImageId.NotFound",
-            ImageRuntimeUnavailable { .. } => "InvalidParameterValue.InvalidImageForGivenInstanceType",
+            ImageRuntimeUnavailable { .. } => {
+                "InvalidParameterValue.InvalidImageForGivenInstanceType"
+            }
             KeyPairIdMalformed(_) => "InvalidKeyPairId.Malformed",
             KeyPairNotFound(_) => "InvalidKeyPairId.NotFound",
             LoginKeyPairNotFound(_) => "InvalidParameterValue.KeyPairNotFound",

@@ -107,19 +107,25 @@ impl InstanceState {
     /// Whether an operation is under way (`LatestOperationState = OPERATING`).
     pub fn is_transitional(self) -> bool {
         match self {
-            Self::Pending | Self::Starting | Self::Stopping | Self::Rebooting | Self::Terminating => {
-                true
-            }
-            Self::LaunchFailed | Self::Running | Self::Stopped | Self::Shutdown | Self::Terminated => {
-                false
-            }
+            Self::Pending
+            | Self::Starting
+            | Self::Stopping
+            | Self::Rebooting
+            | Self::Terminating => true,
+            Self::LaunchFailed
+            | Self::Running
+            | Self::Stopped
+            | Self::Shutdown
+            | Self::Terminated => false,
         }
     }
 
     /// What the host should be doing with the instance in this state.
     pub fn desired_power(self) -> DesiredPower {
         match self {
-            Self::Pending | Self::Running | Self::Starting | Self::Rebooting => DesiredPower::Running,
+            Self::Pending | Self::Running | Self::Starting | Self::Rebooting => {
+                DesiredPower::Running
+            }
             Self::Stopped | Self::Stopping | Self::Shutdown => DesiredPower::Stopped,
             Self::LaunchFailed | Self::Terminating | Self::Terminated => DesiredPower::Absent,
         }
@@ -329,7 +335,10 @@ mod tests {
                 Observed::Failed,
             ] {
                 let (to, _) = settle(s, o);
-                assert!(to == s || valid_transition(s, to), "{s:?} --{o:?}--> {to:?}");
+                assert!(
+                    to == s || valid_transition(s, to),
+                    "{s:?} --{o:?}--> {to:?}"
+                );
             }
         }
     }

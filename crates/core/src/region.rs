@@ -217,7 +217,7 @@ fn chinese_number(n: u32) -> String {
         11..=19 => format!("十{}", DIGITS[(n % 10) as usize]),
         _ => {
             let tens = DIGITS[(n / 10) as usize];
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 format!("{tens}十")
             } else {
                 format!("{tens}十{}", DIGITS[(n % 10) as usize])
@@ -246,7 +246,10 @@ mod tests {
         assert_eq!(z.name(Language::EnUs), "Guangzhou Zone 3");
         assert_eq!(z.code(), "ap-guangzhou-3");
         assert_eq!(Zone::parse("ap-guangzhou-4").unwrap().id(), "100004");
-        assert_eq!(Zone::parse("ap-shanghai-12").unwrap().name(Language::ZhCn), "上海十二区");
+        assert_eq!(
+            Zone::parse("ap-shanghai-12").unwrap().name(Language::ZhCn),
+            "上海十二区"
+        );
         assert!(Zone::parse("ap-guangzhou").is_none());
         assert!(Zone::parse("ap-nowhere-1").is_none());
         assert!(Zone::parse("ap-guangzhou-0").is_none());

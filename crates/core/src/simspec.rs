@@ -22,7 +22,9 @@ pub struct SimGroup {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SimSpecError {
     /// An entry does not follow the grammar.
-    #[error("`{0}` is not COUNT*MODELxGPUS[@ZONE] (for example 4*H100x8 or 2*T4x4@ap-guangzhou-4)")]
+    #[error(
+        "`{0}` is not COUNT*MODELxGPUS[@ZONE] (for example 4*H100x8 or 2*T4x4@ap-guangzhou-4)"
+    )]
     Grammar(String),
     /// Unknown GPU model.
     #[error("unknown GPU model `{model}` in `{entry}`; known models: {known}")]
@@ -89,8 +91,8 @@ pub fn parse(spec: &str, region: &str, default_zone: &str) -> Result<Vec<SimGrou
         let model = if model_key.eq_ignore_ascii_case("CPU") {
             None
         } else {
-            Some(
-                GpuModel::from_key(model_key).ok_or_else(|| SimSpecError::Model {
+            Some(GpuModel::from_key(model_key).ok_or_else(|| {
+                SimSpecError::Model {
                     entry: raw.to_string(),
                     model: model_key.to_string(),
                     known: crate::gpu::GPU_SPECS
@@ -99,8 +101,8 @@ pub fn parse(spec: &str, region: &str, default_zone: &str) -> Result<Vec<SimGrou
                         .chain(["CPU"])
                         .collect::<Vec<_>>()
                         .join(", "),
-                })?,
-            )
+                }
+            })?)
         };
         let gpus_ok = match model {
             None => gpus == 0,
@@ -128,7 +130,12 @@ mod tests {
 
     #[test]
     fn parses_the_documented_examples() {
-        let g = parse("4*H100x8,2*T4x4@ap-guangzhou-4", "ap-guangzhou", "ap-guangzhou-3").unwrap();
+        let g = parse(
+            "4*H100x8,2*T4x4@ap-guangzhou-4",
+            "ap-guangzhou",
+            "ap-guangzhou-3",
+        )
+        .unwrap();
         assert_eq!(
             g,
             vec![

@@ -141,14 +141,20 @@ pub async fn run(a: AdminArgs) -> Result<()> {
                     }
                 }
                 TenantCmd::Key { name } => {
-                    let t = store
-                        .tenant_by_name(&name)
-                        .await?
-                        .ok_or_else(|| anyhow::anyhow!("no tenant named {name}; `gpucloud admin tenant list` shows them"))?;
+                    let t = store.tenant_by_name(&name).await?.ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "no tenant named {name}; `gpucloud admin tenant list` shows them"
+                        )
+                    })?;
                     let (sid, sk) = store.api_key_create(t.app_id).await?;
                     match target.output {
-                        Output::Json => json(&serde_json::json!({"AppId": t.app_id, "SecretId": sid, "SecretKey": sk})),
-                        Output::Table => table(&["AppId", "SecretId", "SecretKey"], vec![vec![t.app_id.to_string(), sid, sk]]),
+                        Output::Json => json(
+                            &serde_json::json!({"AppId": t.app_id, "SecretId": sid, "SecretKey": sk}),
+                        ),
+                        Output::Table => table(
+                            &["AppId", "SecretId", "SecretKey"],
+                            vec![vec![t.app_id.to_string(), sid, sk]],
+                        ),
                     }
                 }
             }
@@ -169,17 +175,34 @@ pub async fn run(a: AdminArgs) -> Result<()> {
                     json(&v)
                 }
                 Output::Table => table(
-                    &["Host", "Name", "Zone", "Kind", "State", "GPUs free/total", "vCPU used/total", "Mem GiB used/total", "Runtimes", "Note"],
+                    &[
+                        "Host",
+                        "Name",
+                        "Zone",
+                        "Kind",
+                        "State",
+                        "GPUs free/total",
+                        "vCPU used/total",
+                        "Mem GiB used/total",
+                        "Runtimes",
+                        "Note",
+                    ],
                     snap.iter()
                         .map(|(h, g)| {
-                            let free = g.iter().filter(|x| x.claimed_by.is_none() && x.health == "HEALTHY").count();
+                            let free = g
+                                .iter()
+                                .filter(|x| x.claimed_by.is_none() && x.health == "HEALTHY")
+                                .count();
                             let model = h.gpu_model.clone().unwrap_or_else(|| "-".into());
                             let note = if !h.state_reason.is_empty() {
                                 h.state_reason.clone()
                             } else if h.runtimes.is_empty() {
                                 "no instance runtime on this host".into()
                             } else if g.is_empty() {
-                                h.inventory["details"]["gpu_note"].as_str().unwrap_or("").to_string()
+                                h.inventory["details"]["gpu_note"]
+                                    .as_str()
+                                    .unwrap_or("")
+                                    .to_string()
                             } else {
                                 String::new()
                             };
@@ -189,10 +212,18 @@ pub async fn run(a: AdminArgs) -> Result<()> {
                                 h.zone.clone(),
                                 h.kind.clone(),
                                 h.state.clone(),
-                                if g.is_empty() { "0 (no GPU)".into() } else { format!("{free}/{} {model}", g.len()) },
+                                if g.is_empty() {
+                                    "0 (no GPU)".into()
+                                } else {
+                                    format!("{free}/{} {model}", g.len())
+                                },
                                 format!("{}/{}", h.cpu_used, h.cpu_total),
                                 format!("{}/{}", mib(h.mem_used_mib), mib(h.mem_total_mib)),
-                                if h.runtimes.is_empty() { "-".into() } else { h.runtimes.join(",") },
+                                if h.runtimes.is_empty() {
+                                    "-".into()
+                                } else {
+                                    h.runtimes.join(",")
+                                },
                                 note,
                             ]
                         })
@@ -206,7 +237,10 @@ pub async fn run(a: AdminArgs) -> Result<()> {
             match target.output {
                 Output::Json => json(&gpus),
                 Output::Table => table(
-                    &["GPU", "Host", "Index", "Model", "PCI", "NUMA", "NVLink", "Health", "Instance"],
+                    &[
+                        "GPU", "Host", "Index", "Model", "PCI", "NUMA", "NVLink", "Health",
+                        "Instance",
+                    ],
                     gpus.iter()
                         .map(|g| {
                             vec![
@@ -217,7 +251,11 @@ pub async fn run(a: AdminArgs) -> Result<()> {
                                 g.pci_address.clone(),
                                 g.numa_node.to_string(),
                                 g.nvlink_domain.map_or("-".into(), |d| d.to_string()),
-                                if g.health_reason.is_empty() { g.health.clone() } else { format!("{} ({})", g.health, g.health_reason) },
+                                if g.health_reason.is_empty() {
+                                    g.health.clone()
+                                } else {
+                                    format!("{} ({})", g.health, g.health_reason)
+                                },
                                 match (&g.claimed_by, g.claim_released) {
                                     (Some(i), true) => format!("{i} (releasing)"),
                                     (Some(i), false) => i.clone(),
@@ -235,7 +273,17 @@ pub async fn run(a: AdminArgs) -> Result<()> {
             match target.output {
                 Output::Json => json(&list),
                 Output::Table => table(
-                    &["Instance", "AppId", "Type", "State", "Operation", "Host", "GPUs", "Private IP", "Created"],
+                    &[
+                        "Instance",
+                        "AppId",
+                        "Type",
+                        "State",
+                        "Operation",
+                        "Host",
+                        "GPUs",
+                        "Private IP",
+                        "Created",
+                    ],
                     list.iter()
                         .map(|i| {
                             vec![

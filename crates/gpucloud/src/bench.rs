@@ -85,7 +85,11 @@ fn report(output: crate::output::Output, v: serde_json::Value) {
         crate::output::Output::Table => {
             let rows = v
                 .as_object()
-                .map(|o| o.iter().map(|(k, v)| vec![k.clone(), v.to_string()]).collect())
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| vec![k.clone(), v.to_string()])
+                        .collect()
+                })
                 .unwrap_or_default();
             crate::output::table(&["metric", "value"], rows);
         }
@@ -95,9 +99,11 @@ fn report(output: crate::output::Output, v: serde_json::Value) {
 fn bar(n: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(n);
     pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -183,7 +189,11 @@ pub fn scheduler_bench(hosts: u32, gpus: u32) -> serde_json::Value {
     })
 }
 
-async fn wait_running(client: &Client, ids: &[String], deadline: Duration) -> Result<Vec<(String, Instant)>> {
+async fn wait_running(
+    client: &Client,
+    ids: &[String],
+    deadline: Duration,
+) -> Result<Vec<(String, Instant)>> {
     let end = Instant::now() + deadline;
     let mut pending: Vec<String> = ids.to_vec();
     let mut done = Vec::new();
@@ -194,7 +204,10 @@ async fn wait_running(client: &Client, ids: &[String], deadline: Duration) -> Re
         let mut still = Vec::new();
         for chunk in pending.chunks(100) {
             let r = client
-                .cvm("DescribeInstancesStatus", json!({"InstanceIds": chunk, "Limit": 100}))
+                .cvm(
+                    "DescribeInstancesStatus",
+                    json!({"InstanceIds": chunk, "Limit": 100}),
+                )
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let now = Instant::now();
@@ -221,7 +234,12 @@ async fn wait_running(client: &Client, ids: &[String], deadline: Duration) -> Re
     Ok(done)
 }
 
-async fn api_bench(hosts: u32, instances: u32, concurrency: u32, boot_ms: u64) -> Result<serde_json::Value> {
+async fn api_bench(
+    hosts: u32,
+    instances: u32,
+    concurrency: u32,
+    boot_ms: u64,
+) -> Result<serde_json::Value> {
     let dir = tempfile::tempdir()?;
     let opts = CloudOptions {
         data_dir: dir.path().to_path_buf(),
@@ -239,7 +257,11 @@ async fn api_bench(hosts: u32, instances: u32, concurrency: u32, boot_ms: u64) -
     let reg = Instant::now();
     cloud::wait_for_hosts(&cloud.app, hosts as usize, Duration::from_secs(600)).await?;
     let registration_s = reg.elapsed().as_secs_f64();
-    let creds = cloud.app.store.tenant_create("bench", i64::from(instances) + 10).await?;
+    let creds = cloud
+        .app
+        .store
+        .tenant_create("bench", i64::from(instances) + 10)
+        .await?;
     let client = Arc::new(Client::new(
         &format!("http://{}", cloud.addr),
         &creds.secret_id,
@@ -253,7 +275,11 @@ async fn api_bench(hosts: u32, instances: u32, concurrency: u32, boot_ms: u64) -
     for w in 0..concurrency {
         let client = client.clone();
         let pb = pb.clone();
-        let n = if w + 1 == concurrency { instances - per * (concurrency - 1) } else { per };
+        let n = if w + 1 == concurrency {
+            instances - per * (concurrency - 1)
+        } else {
+            per
+        };
         tasks.push(tokio::spawn(async move {
             let mut out: Vec<(String, Instant, Instant)> = Vec::new();
             for _ in 0..n {
@@ -286,10 +312,16 @@ async fn api_bench(hosts: u32, instances: u32, concurrency: u32, boot_ms: u64) -
     let at: std::collections::HashMap<String, Instant> = running.into_iter().collect();
     let mut lat: Vec<f64> = launched
         .iter()
-        .filter_map(|(id, t0, _)| at.get(id).map(|t| t.duration_since(*t0).as_secs_f64() * 1000.0))
+        .filter_map(|(id, t0, _)| {
+            at.get(id)
+                .map(|t| t.duration_since(*t0).as_secs_f64() * 1000.0)
+        })
         .collect();
     lat.sort_by(f64::total_cmp);
-    let mut api_lat: Vec<f64> = launched.iter().map(|(_, t0, t1)| t1.duration_since(*t0).as_secs_f64() * 1000.0).collect();
+    let mut api_lat: Vec<f64> = launched
+        .iter()
+        .map(|(_, t0, t1)| t1.duration_since(*t0).as_secs_f64() * 1000.0)
+        .collect();
     api_lat.sort_by(f64::total_cmp);
     cloud.stop().await;
     Ok(json!({
@@ -326,7 +358,19 @@ async fn memory_bench(hosts: u32, instances: u32) -> Result<serde_json::Value> {
     let spec = format!("{gpu_hosts}*T4x8,{cpu_hosts}*CPU");
     let exe = std::env::current_exe()?;
     let mut child = tokio::process::Command::new(&exe)
-        .args(["up", "--listen", "127.0.0.1:0", "--no-local-agent", "--sim-boot-ms", "0", "--sim-stop-ms", "0", "--host-grace-s", "3600", "--simulate"])
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-local-agent",
+            "--sim-boot-ms",
+            "0",
+            "--sim-stop-ms",
+            "0",
+            "--host-grace-s",
+            "3600",
+            "--simulate",
+        ])
         .arg(&spec)
         .arg("--data-dir")
         .arg(&data)
@@ -353,7 +397,10 @@ async fn memory_bench(hosts: u32, instances: u32) -> Result<serde_json::Value> {
         if n >= u64::from(hosts) {
             break;
         }
-        anyhow::ensure!(reg.elapsed() < Duration::from_secs(1800), "hosts did not register");
+        anyhow::ensure!(
+            reg.elapsed() < Duration::from_secs(1800),
+            "hosts did not register"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     pb.finish_and_clear();
@@ -365,8 +412,15 @@ async fn memory_bench(hosts: u32, instances: u32) -> Result<serde_json::Value> {
     let tenants = instances.div_ceil(per_tenant);
     let mut clients = Vec::new();
     for t in 0..tenants {
-        let c = store.tenant_create(&format!("bench-{t}"), i64::from(per_tenant)).await?;
-        clients.push(Client::new(&endpoint, &c.secret_id, &c.secret_key, "ap-guangzhou"));
+        let c = store
+            .tenant_create(&format!("bench-{t}"), i64::from(per_tenant))
+            .await?;
+        clients.push(Client::new(
+            &endpoint,
+            &c.secret_id,
+            &c.secret_key,
+            "ap-guangzhou",
+        ));
     }
     let pb = bar(u64::from(instances), "instances");
     let start = Instant::now();
@@ -409,11 +463,18 @@ async fn memory_bench(hosts: u32, instances: u32) -> Result<serde_json::Value> {
     let end = Instant::now() + Duration::from_secs(1800);
     loop {
         let counts = store.instance_state_counts().await?;
-        let running: i64 = counts.iter().filter(|(s, _)| s == "RUNNING").map(|(_, n)| *n).sum();
+        let running: i64 = counts
+            .iter()
+            .filter(|(s, _)| s == "RUNNING")
+            .map(|(_, n)| *n)
+            .sum();
         if running >= i64::from(made) {
             break;
         }
-        anyhow::ensure!(Instant::now() < end, "instances did not all reach RUNNING ({running}/{made})");
+        anyhow::ensure!(
+            Instant::now() < end,
+            "instances did not all reach RUNNING ({running}/{made})"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let running_s = start.elapsed().as_secs_f64();
@@ -435,17 +496,34 @@ async fn memory_bench(hosts: u32, instances: u32) -> Result<serde_json::Value> {
 /// Runs a benchmark.
 pub async fn run(a: BenchArgs) -> Result<()> {
     match a.cmd {
-        BenchCmd::Scheduler { hosts, gpus_per_host, output } => {
-            anyhow::ensure!(hosts > 0 && (1..=16).contains(&gpus_per_host), "--hosts ≥ 1 and --gpus-per-host 1-16");
+        BenchCmd::Scheduler {
+            hosts,
+            gpus_per_host,
+            output,
+        } => {
+            anyhow::ensure!(
+                hosts > 0 && (1..=16).contains(&gpus_per_host),
+                "--hosts ≥ 1 and --gpus-per-host 1-16"
+            );
             // One core: run on this thread, no other work.
             let v = tokio::task::block_in_place(|| scheduler_bench(hosts, gpus_per_host));
             report(output, v);
         }
-        BenchCmd::Api { hosts, instances, concurrency, boot_ms, output } => {
+        BenchCmd::Api {
+            hosts,
+            instances,
+            concurrency,
+            boot_ms,
+            output,
+        } => {
             let v = api_bench(hosts, instances, concurrency.max(1), boot_ms).await?;
             report(output, v);
         }
-        BenchCmd::Memory { hosts, instances, output } => {
+        BenchCmd::Memory {
+            hosts,
+            instances,
+            output,
+        } => {
             let v = memory_bench(hosts, instances).await?;
             report(output, v);
         }

@@ -64,7 +64,8 @@ impl Cloud {
 
 /// Opens the store of a data directory (creating the directory and master key).
 pub async fn open_store(data_dir: &Path, database: Option<&str>) -> Result<Store> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -30,5 +30,8 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) {
 
 /// Prints a value as pretty JSON.
 pub fn json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into()));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
+    );
 }

@@ -74,7 +74,12 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
 }
 
 /// Makes sure the operator's tenant and credentials exist; returns them.
-async fn operator_credentials(store: &Store, data_dir: &Path, region: &str, endpoint: &str) -> Result<(Credentials, bool)> {
+async fn operator_credentials(
+    store: &Store,
+    data_dir: &Path,
+    region: &str,
+    endpoint: &str,
+) -> Result<(Credentials, bool)> {
     let path = data_dir.join("credentials.json");
     let existing: Option<Credentials> = std::fs::read_to_string(&path)
         .ok()
@@ -84,14 +89,18 @@ async fn operator_credentials(store: &Store, data_dir: &Path, region: &str, endp
         None => None,
     };
     let (creds, fresh) = match (existing, operator) {
-        (Some(c), Some(t)) if c.app_id == t.app_id && store.api_key_lookup(&c.secret_id).await?.is_some() => (
-            Credentials {
-                endpoint: endpoint.to_string(),
-                region: region.to_string(),
-                ..c
-            },
-            false,
-        ),
+        (Some(c), Some(t))
+            if c.app_id == t.app_id && store.api_key_lookup(&c.secret_id).await?.is_some() =>
+        {
+            (
+                Credentials {
+                    endpoint: endpoint.to_string(),
+                    region: region.to_string(),
+                    ..c
+                },
+                false,
+            )
+        }
         (_, Some(t)) => {
             let (secret_id, secret_key) = store.api_key_create(t.app_id).await?;
             (
@@ -111,7 +120,9 @@ async fn operator_credentials(store: &Store, data_dir: &Path, region: &str, endp
                 .tenant_create("operator", 10_000)
                 .await
                 .map_err(|e| anyhow::anyhow!(cloud::chain(&e)))?;
-            store.set_setting("operator_app_id", &c.app_id.to_string()).await?;
+            store
+                .set_setting("operator_app_id", &c.app_id.to_string())
+                .await?;
             (
                 Credentials {
                     secret_id: c.secret_id,
@@ -151,13 +162,21 @@ pub async fn run(a: UpArgs) -> Result<()> {
         anyhow::bail!(
             "unknown region `{}`; use one of {}",
             a.region,
-            gpucloud_core::region::REGIONS.iter().map(|r| r.code).collect::<Vec<_>>().join(", ")
+            gpucloud_core::region::REGIONS
+                .iter()
+                .map(|r| r.code)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     if let Some(z) = &a.zone {
         match gpucloud_core::region::Zone::parse(z) {
             Some(zz) if zz.region == a.region => {}
-            _ => anyhow::bail!("zone `{z}` is not a zone of region {} (zones look like {}-3)", a.region, a.region),
+            _ => anyhow::bail!(
+                "zone `{z}` is not a zone of region {} (zones look like {}-3)",
+                a.region,
+                a.region
+            ),
         }
     }
     if let Some(s) = &a.simulate {
@@ -178,7 +197,8 @@ pub async fn run(a: UpArgs) -> Result<()> {
     };
     let cloud = cloud::start(&opts).await?;
     let endpoint = format!("http://{}", cloud.addr);
-    let (creds, fresh) = operator_credentials(&cloud.app.store, &data_dir, &a.region, &endpoint).await?;
+    let (creds, fresh) =
+        operator_credentials(&cloud.app.store, &data_dir, &a.region, &endpoint).await?;
     let hosts = a
         .simulate
         .as_ref()
@@ -194,9 +214,16 @@ pub async fn run(a: UpArgs) -> Result<()> {
     println!("  API endpoint   {endpoint}");
     println!("  region         {}", a.region);
     println!("  data directory {}", data_dir.display());
-    println!("  credentials    {} (mode 0600){}", cred_path.display(), if fresh { ", new" } else { "" });
+    println!(
+        "  credentials    {} (mode 0600){}",
+        cred_path.display(),
+        if fresh { ", new" } else { "" }
+    );
     if hosts > 0 {
-        println!("  simulated      {hosts} host(s): {}", a.simulate.as_deref().unwrap_or(""));
+        println!(
+            "  simulated      {hosts} host(s): {}",
+            a.simulate.as_deref().unwrap_or("")
+        );
     }
     println!();
     println!("Point tccli at it (one time):");
@@ -211,7 +238,10 @@ pub async fn run(a: UpArgs) -> Result<()> {
         cloud.app.cfg.default_zone
     );
     println!();
-    println!("More tenants: gpucloud admin tenant create NAME --data-dir {}", data_dir.display());
+    println!(
+        "More tenants: gpucloud admin tenant create NAME --data-dir {}",
+        data_dir.display()
+    );
     println!("Press Ctrl-C to stop; instances and keys stay in the data directory.");
     wait_for_signal().await;
     eprintln!("stopping…");

@@ -260,7 +260,9 @@ impl CapacityIndex {
     }
 
     fn file(&mut self, key: HostKey) {
-        let h = self.hosts[key as usize].as_ref().expect("filed host exists");
+        let h = self.hosts[key as usize]
+            .as_ref()
+            .expect("filed host exists");
         let pk = PoolKey {
             zone: h.zone.clone(),
             model: h.model,
@@ -361,7 +363,14 @@ impl CapacityIndex {
 
     /// How many instances of this shape could be placed right now, counting
     /// each host independently (an upper bound used for stock levels).
-    pub fn placeable(&self, zone: &str, model: Option<GpuModel>, gpus: u32, cpu: u32, mem_mib: u64) -> u64 {
+    pub fn placeable(
+        &self,
+        zone: &str,
+        model: Option<GpuModel>,
+        gpus: u32,
+        cpu: u32,
+        mem_mib: u64,
+    ) -> u64 {
         let Some(pool) = self.pools.get(&PoolKey {
             zone: zone.to_string(),
             model,
@@ -376,21 +385,9 @@ impl CapacityIndex {
             if !h.schedulable || h.runtimes.0 == 0 {
                 continue;
             }
-            let by_gpu = if gpus == 0 {
-                u64::MAX
-            } else {
-                u64::from(h.free_gpus() / gpus)
-            };
-            let by_cpu = if cpu == 0 {
-                u64::MAX
-            } else {
-                u64::from(h.free_cpu() / cpu)
-            };
-            let by_mem = if mem_mib == 0 {
-                u64::MAX
-            } else {
-                h.free_mem() / mem_mib
-            };
+            let by_gpu = h.free_gpus().checked_div(gpus).map_or(u64::MAX, u64::from);
+            let by_cpu = h.free_cpu().checked_div(cpu).map_or(u64::MAX, u64::from);
+            let by_mem = h.free_mem().checked_div(mem_mib).unwrap_or(u64::MAX);
             n += by_gpu.min(by_cpu).min(by_mem);
         }
         n
@@ -400,7 +397,7 @@ impl CapacityIndex {
         if !h.schedulable || !h.runtimes.has(req.runtime) {
             return false;
         }
-        if req.exclude_hosts.iter().any(|x| *x == h.host_id) {
+        if req.exclude_hosts.contains(&h.host_id) {
             return false;
         }
         if let Some((level, members)) = &req.spread {

@@ -12,8 +12,8 @@
 
 use crate::sched::Scheduler;
 use gpucloud_agent_api::{
-    AssignedGpu, ControlPlane, DesiredPower, DesiredState, HostInventory, ImageRef, InstanceSpec, LinkError,
-    NicSpec, ObservedPower, ObservedState,
+    AssignedGpu, ControlPlane, DesiredPower, DesiredState, HostInventory, ImageRef, InstanceSpec,
+    LinkError, NicSpec, ObservedPower, ObservedState,
 };
 use gpucloud_core::lifecycle::{self, Observed};
 use gpucloud_store::hosts::{GpuUpsert, HostUpsert};
@@ -136,7 +136,11 @@ fn to_spec(d: gpucloud_store::instances::DesiredInstance) -> InstanceSpec {
 #[async_trait::async_trait]
 impl ControlPlane for Gateway {
     async fn register(&self, inv: &HostInventory) -> Result<(), LinkError> {
-        let model = inv.gpus.iter().find(|g| g.model != "unknown").map(|g| g.model.clone());
+        let model = inv
+            .gpus
+            .iter()
+            .find(|g| g.model != "unknown")
+            .map(|g| g.model.clone());
         let host = HostUpsert {
             host_id: inv.host_id.clone(),
             name: inv.hostname.clone(),
@@ -148,7 +152,11 @@ impl ControlPlane for Gateway {
             gpu_model: model,
             cpu_total: i64::from(inv.cpu_total),
             mem_total_mib: inv.mem_total_mib as i64,
-            runtimes: inv.runtimes.iter().map(|r| r.as_str().to_string()).collect(),
+            runtimes: inv
+                .runtimes
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
             rack: inv.rack.clone(),
             switch: inv.switch.clone(),
             inventory: serde_json::to_value(inv).unwrap_or_default(),
@@ -168,14 +176,22 @@ impl ControlPlane for Gateway {
                 health_reason: g.health_reason.clone(),
             })
             .collect();
-        self.store.host_register(&host, &gpus).await.map_err(store_err)?;
+        self.store
+            .host_register(&host, &gpus)
+            .await
+            .map_err(store_err)?;
         self.touch(&inv.host_id);
         self.refresh(&inv.host_id).await;
         tracing::debug!(host = %inv.host_id, zone = %inv.zone, gpus = inv.gpus.len(), "host registered");
         Ok(())
     }
 
-    async fn desired(&self, host_id: &str, after: i64, wait: Duration) -> Result<DesiredState, LinkError> {
+    async fn desired(
+        &self,
+        host_id: &str,
+        after: i64,
+        wait: Duration,
+    ) -> Result<DesiredState, LinkError> {
         self.touch(host_id);
         let deadline = tokio::time::Instant::now() + wait;
         let waker = self.waker(host_id);
@@ -183,7 +199,8 @@ impl ControlPlane for Gateway {
             let notified = waker.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (generation, instances) = self.store.host_desired(host_id).await.map_err(store_err)?;
+            let (generation, instances) =
+                self.store.host_desired(host_id).await.map_err(store_err)?;
             if generation > after || tokio::time::Instant::now() >= deadline {
                 return Ok(DesiredState {
                     host_id: host_id.to_string(),
@@ -233,8 +250,12 @@ impl ControlPlane for Gateway {
             .map_err(store_err)?;
         for r in &outcome.released {
             let gpus: Vec<u32> = r.gpu_indexes.iter().map(|g| *g as u32).collect();
-            self.sched
-                .release(&r.host_id, &gpus, r.cpu.max(0) as u32, r.mem_mib.max(0) as u64);
+            self.sched.release(
+                &r.host_id,
+                &gpus,
+                r.cpu.max(0) as u32,
+                r.mem_mib.max(0) as u64,
+            );
         }
         for (id, from, to) in &outcome.transitions {
             tracing::info!(instance = %id, from = from.as_str(), to = to.as_str(), host = %observed.host_id, "instance state");

@@ -37,9 +37,15 @@ impl Metrics {
 
     /// Prometheus exposition text.
     pub fn render(&self) -> String {
-        let m = self.series.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let m = self
+            .series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut out = String::new();
-        out.push_str("# HELP gpucloud_api_requests_total API requests by action and result code.\n");
+        out.push_str(
+            "# HELP gpucloud_api_requests_total API requests by action and result code.\n",
+        );
         out.push_str("# TYPE gpucloud_api_requests_total counter\n");
         for ((a, c), s) in &m {
             out.push_str(&format!(
@@ -69,8 +75,14 @@ impl Metrics {
                 "gpucloud_api_request_seconds_bucket{{action=\"{a}\",le=\"+Inf\"}} {}\n",
                 s.count
             ));
-            out.push_str(&format!("gpucloud_api_request_seconds_sum{{action=\"{a}\"}} {}\n", s.sum));
-            out.push_str(&format!("gpucloud_api_request_seconds_count{{action=\"{a}\"}} {}\n", s.count));
+            out.push_str(&format!(
+                "gpucloud_api_request_seconds_sum{{action=\"{a}\"}} {}\n",
+                s.sum
+            ));
+            out.push_str(&format!(
+                "gpucloud_api_request_seconds_count{{action=\"{a}\"}} {}\n",
+                s.count
+            ));
         }
         out
     }
@@ -84,9 +96,15 @@ mod tests {
     fn renders_counters_and_histograms() {
         let m = Metrics::default();
         m.observe("RunInstances", "Success", Duration::from_millis(3));
-        m.observe("RunInstances", "ResourceInsufficient.SpecifiedInstanceType", Duration::from_millis(2));
+        m.observe(
+            "RunInstances",
+            "ResourceInsufficient.SpecifiedInstanceType",
+            Duration::from_millis(2),
+        );
         let t = m.render();
-        assert!(t.contains("gpucloud_api_requests_total{action=\"RunInstances\",code=\"Success\"} 1"));
+        assert!(
+            t.contains("gpucloud_api_requests_total{action=\"RunInstances\",code=\"Success\"} 1")
+        );
         assert!(t.contains("gpucloud_api_request_seconds_count{action=\"RunInstances\"} 2"));
         assert!(t.contains("le=\"0.005\"} 2"));
     }

@@ -48,7 +48,11 @@ pub async fn liveness_pass(app: &App, started: Instant) -> gpucloud_store::Resul
         let last = seen.get(&h.host_id).copied().unwrap_or(started);
         let silent = now.duration_since(last);
         let live = silent < app.cfg.host_grace;
-        let changed = if !live && matches!(h.state.as_str(), state::READY | state::CORDONED | state::DRAINING) {
+        let changed = if !live
+            && matches!(
+                h.state.as_str(),
+                state::READY | state::CORDONED | state::DRAINING
+            ) {
             tracing::warn!(host = %h.host_id, silent_s = silent.as_secs(), "host unreachable");
             app.store
                 .host_set_state(
@@ -60,7 +64,9 @@ pub async fn liveness_pass(app: &App, started: Instant) -> gpucloud_store::Resul
             true
         } else if live && h.state == state::UNREACHABLE {
             tracing::info!(host = %h.host_id, "host reachable again");
-            app.store.host_set_state(&h.host_id, state::READY, "").await?;
+            app.store
+                .host_set_state(&h.host_id, state::READY, "")
+                .await?;
             true
         } else {
             false

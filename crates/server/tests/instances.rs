@@ -12,7 +12,10 @@ async fn lifecycle() {
     let cloud = TestCloud::start("2*H100x8").await;
     let (c, _) = cloud.tenant("alice").await;
     let id = run_one(&c, "GT5.6XLARGE240").await;
-    let first = c.cvm("DescribeInstances", json!({"InstanceIds": [id]})).await.unwrap();
+    let first = c
+        .cvm("DescribeInstances", json!({"InstanceIds": [id]}))
+        .await
+        .unwrap();
     let st = first["InstanceSet"][0]["InstanceState"].as_str().unwrap();
     assert!(st == "PENDING" || st == "RUNNING");
     let i = wait_state(&c, &id, "RUNNING").await;
@@ -25,38 +28,82 @@ async fn lifecycle() {
     assert_eq!(i["CPU"], 24);
     assert_eq!(i["Memory"], 240);
     assert!(i["CreatedTime"].as_str().unwrap().ends_with('Z'));
-    assert!(i["PrivateIpAddresses"][0].as_str().unwrap().starts_with("172.16."));
+    assert!(i["PrivateIpAddresses"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("172.16."));
     assert_eq!(i["HostName"], id.as_str());
 
-    c.cvm("StopInstances", json!({"InstanceIds": [id], "StopType": "SOFT"})).await.unwrap();
+    c.cvm(
+        "StopInstances",
+        json!({"InstanceIds": [id], "StopType": "SOFT"}),
+    )
+    .await
+    .unwrap();
     let i = wait_state(&c, &id, "STOPPED").await;
     assert_eq!(i["LatestOperation"], "StopInstances");
     assert_eq!(i["LatestOperationState"], "SUCCESS");
-    assert_eq!(code(c.cvm("StopInstances", json!({"InstanceIds": [id]})).await), "UnsupportedOperation.InstanceStateStopped");
-    c.cvm("StartInstances", json!({"InstanceIds": [id]})).await.unwrap();
+    assert_eq!(
+        code(c.cvm("StopInstances", json!({"InstanceIds": [id]})).await),
+        "UnsupportedOperation.InstanceStateStopped"
+    );
+    c.cvm("StartInstances", json!({"InstanceIds": [id]}))
+        .await
+        .unwrap();
     wait_state(&c, &id, "RUNNING").await;
-    c.cvm("RebootInstances", json!({"InstanceIds": [id]})).await.unwrap();
+    c.cvm("RebootInstances", json!({"InstanceIds": [id]}))
+        .await
+        .unwrap();
     let i = wait_state(&c, &id, "RUNNING").await;
     assert_eq!(i["LatestOperation"], "RebootInstances");
     poll("reboot to finish", Duration::from_secs(20), || async {
-        let r = c.cvm("DescribeInstances", json!({"InstanceIds": [id]})).await.unwrap();
+        let r = c
+            .cvm("DescribeInstances", json!({"InstanceIds": [id]}))
+            .await
+            .unwrap();
         (r["InstanceSet"][0]["LatestOperationState"] == "SUCCESS").then_some(())
     })
     .await;
-    c.cvm("ModifyInstancesAttribute", json!({"InstanceIds": [id], "InstanceName": "trainer", "DisableApiTermination": true}))
-        .await
-        .unwrap();
-    assert_eq!(code(c.cvm("TerminateInstances", json!({"InstanceIds": [id]})).await), "UnsupportedOperation.InstancesProtected");
-    c.cvm("ModifyInstancesAttribute", json!({"InstanceIds": [id], "DisableApiTermination": false})).await.unwrap();
+    c.cvm(
+        "ModifyInstancesAttribute",
+        json!({"InstanceIds": [id], "InstanceName": "trainer", "DisableApiTermination": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        code(
+            c.cvm("TerminateInstances", json!({"InstanceIds": [id]}))
+                .await
+        ),
+        "UnsupportedOperation.InstancesProtected"
+    );
+    c.cvm(
+        "ModifyInstancesAttribute",
+        json!({"InstanceIds": [id], "DisableApiTermination": false}),
+    )
+    .await
+    .unwrap();
     let r = c
-        .cvm("DescribeInstances", json!({"Filters": [{"Name": "instance-name", "Values": ["trainer"]}]}))
+        .cvm(
+            "DescribeInstances",
+            json!({"Filters": [{"Name": "instance-name", "Values": ["trainer"]}]}),
+        )
         .await
         .unwrap();
     assert_eq!(r["TotalCount"], 1);
-    c.cvm("TerminateInstances", json!({"InstanceIds": [id]})).await.unwrap();
+    c.cvm("TerminateInstances", json!({"InstanceIds": [id]}))
+        .await
+        .unwrap();
     wait_gone(&c, &id).await;
     poll("claims released", Duration::from_secs(10), || async {
-        cloud.app.store.gpu_claims().await.unwrap().is_empty().then_some(())
+        cloud
+            .app
+            .store
+            .gpu_claims()
+            .await
+            .unwrap()
+            .is_empty()
+            .then_some(())
     })
     .await;
 }
@@ -71,19 +118,42 @@ async fn resize_grows_in_place_then_moves() {
     let host0 = wait_state(&c, &other, "RUNNING").await["Placement"]["HostId"].clone();
     // Running without ForceStop is refused.
     assert_eq!(
-        code(c.cvm("ResetInstancesType", json!({"InstanceIds": [id], "InstanceType": "GT5.48XLARGE1920"})).await),
+        code(
+            c.cvm(
+                "ResetInstancesType",
+                json!({"InstanceIds": [id], "InstanceType": "GT5.48XLARGE1920"})
+            )
+            .await
+        ),
         "UnsupportedOperation.InstanceStateRunning"
     );
     // GPU model changes are refused.
     assert_eq!(
-        code(c.cvm("ResetInstancesType", json!({"InstanceIds": [id], "InstanceType": "GN7.2XLARGE32", "ForceStop": true})).await),
+        code(
+            c.cvm(
+                "ResetInstancesType",
+                json!({"InstanceIds": [id], "InstanceType": "GN7.2XLARGE32", "ForceStop": true})
+            )
+            .await
+        ),
         "InvalidParameterValue.InvalidGPUFamilyChange"
     );
-    c.cvm("StopInstances", json!({"InstanceIds": [id]})).await.unwrap();
+    c.cvm("StopInstances", json!({"InstanceIds": [id]}))
+        .await
+        .unwrap();
     wait_state(&c, &id, "STOPPED").await;
-    let before = c.cvm("DescribeInstances", json!({"InstanceIds": [id]})).await.unwrap()["InstanceSet"][0].clone();
+    let before = c
+        .cvm("DescribeInstances", json!({"InstanceIds": [id]}))
+        .await
+        .unwrap()["InstanceSet"][0]
+        .clone();
     // 1 -> 8: the two instances share a host, so it must move to the empty one.
-    c.cvm("ResetInstancesType", json!({"InstanceIds": [id], "InstanceType": "GT5.48XLARGE1920"})).await.unwrap();
+    c.cvm(
+        "ResetInstancesType",
+        json!({"InstanceIds": [id], "InstanceType": "GT5.48XLARGE1920"}),
+    )
+    .await
+    .unwrap();
     let after = wait_state(&c, &id, "RUNNING").await;
     assert_eq!(after["InstanceType"], "GT5.48XLARGE1920");
     assert_eq!(after["GPUInfo"]["GPUCount"], 8.0);
@@ -99,9 +169,12 @@ async fn resize_grows_in_place_then_moves() {
     })
     .await;
     // 8 -> 2 with ForceStop while running: stays on its host.
-    c.cvm("ResetInstancesType", json!({"InstanceIds": [id], "InstanceType": "GT5.12XLARGE480", "ForceStop": true}))
-        .await
-        .unwrap();
+    c.cvm(
+        "ResetInstancesType",
+        json!({"InstanceIds": [id], "InstanceType": "GT5.12XLARGE480", "ForceStop": true}),
+    )
+    .await
+    .unwrap();
     let small = wait_state(&c, &id, "RUNNING").await;
     assert_eq!(small["GPUInfo"]["GPUCount"], 2.0);
     assert_eq!(small["Placement"]["HostId"], after["Placement"]["HostId"]);
@@ -128,13 +201,22 @@ async fn client_token_dry_run_and_capacity_refusal() {
     let r = c.cvm("RunInstances", d.clone()).await.unwrap();
     assert!(r.get("InstanceIdSet").is_none());
     d["InstanceCount"] = json!(2);
-    assert_eq!(code(c.cvm("RunInstances", d).await), "ResourceInsufficient.SpecifiedInstanceType");
+    assert_eq!(
+        code(c.cvm("RunInstances", d).await),
+        "ResourceInsufficient.SpecifiedInstanceType"
+    );
     // Beyond capacity: refused, nothing leaked.
     let claims_before = cloud.app.store.gpu_claims().await.unwrap().len();
-    let e = c.cvm("RunInstances", run_params("GT5.48XLARGE1920")).await.unwrap_err();
+    let e = c
+        .cvm("RunInstances", run_params("GT5.48XLARGE1920"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some("ResourceInsufficient.SpecifiedInstanceType"));
     assert!(e.to_string().contains("most free on any host is 4"), "{e}");
-    assert_eq!(cloud.app.store.gpu_claims().await.unwrap().len(), claims_before);
+    assert_eq!(
+        cloud.app.store.gpu_claims().await.unwrap().len(),
+        claims_before
+    );
     let r = c.cvm("DescribeInstances", json!({})).await.unwrap();
     assert_eq!(r["TotalCount"], 2);
     // MinCount: partial delivery.
@@ -145,11 +227,17 @@ async fn client_token_dry_run_and_capacity_refusal() {
     assert_eq!(r["InstanceIdSet"].as_array().unwrap().len(), 4);
     // Stock reflects it.
     let r = c
-        .cvm("DescribeZoneInstanceConfigInfos", json!({"Filters": [{"Name": "instance-type", "Values": ["GT5.6XLARGE240"]}]}))
+        .cvm(
+            "DescribeZoneInstanceConfigInfos",
+            json!({"Filters": [{"Name": "instance-type", "Values": ["GT5.6XLARGE240"]}]}),
+        )
         .await
         .unwrap();
     assert_eq!(r["InstanceTypeQuotaSet"][0]["Status"], "SOLD_OUT");
-    assert_eq!(r["InstanceTypeQuotaSet"][0]["StatusCategory"], "WithoutStock");
+    assert_eq!(
+        r["InstanceTypeQuotaSet"][0]["StatusCategory"],
+        "WithoutStock"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +260,11 @@ async fn concurrent_launches_never_overbook() {
         match t.await.unwrap() {
             Ok(v) => ok.push(v["InstanceIdSet"][0].as_str().unwrap().to_string()),
             Err(e) => {
-                assert_eq!(e.code(), Some("ResourceInsufficient.SpecifiedInstanceType"), "{e}");
+                assert_eq!(
+                    e.code(),
+                    Some("ResourceInsufficient.SpecifiedInstanceType"),
+                    "{e}"
+                );
                 refused += 1;
             }
         }
@@ -184,7 +276,10 @@ async fn concurrent_launches_never_overbook() {
     assert_eq!(gpus.len(), 128);
     poll("all running", Duration::from_secs(60), || async {
         let r = c
-            .cvm("DescribeInstances", json!({"Filters": [{"Name": "instance-state", "Values": ["RUNNING"]}], "Limit": 1}))
+            .cvm(
+                "DescribeInstances",
+                json!({"Filters": [{"Name": "instance-state", "Values": ["RUNNING"]}], "Limit": 1}),
+            )
             .await
             .unwrap();
         (r["TotalCount"] == 128).then_some(())
@@ -198,16 +293,32 @@ async fn launch_failure_is_reported_and_cleaned_up() {
     let cloud = TestCloud::start("1*H100x8").await;
     let (c, _) = cloud.tenant("alice").await;
     let mut p = run_params("GT5.6XLARGE240");
-    p["UserData"] = json!(base64::engine::general_purpose::STANDARD.encode("#cloud-config\n# gpucloud-sim: fail-launch\n"));
-    let id = c.cvm("RunInstances", p).await.unwrap()["InstanceIdSet"][0].as_str().unwrap().to_string();
+    p["UserData"] = json!(base64::engine::general_purpose::STANDARD
+        .encode("#cloud-config\n# gpucloud-sim: fail-launch\n"));
+    let id = c.cvm("RunInstances", p).await.unwrap()["InstanceIdSet"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
     let i = wait_state(&c, &id, "LAUNCH_FAILED").await;
     assert_eq!(i["LatestOperationState"], "FAILED");
-    assert!(i["LatestOperationErrorMsg"].as_str().unwrap().contains("failed to boot"));
+    assert!(i["LatestOperationErrorMsg"]
+        .as_str()
+        .unwrap()
+        .contains("failed to boot"));
     poll("claim released", Duration::from_secs(10), || async {
-        cloud.app.store.gpu_claims().await.unwrap().is_empty().then_some(())
+        cloud
+            .app
+            .store
+            .gpu_claims()
+            .await
+            .unwrap()
+            .is_empty()
+            .then_some(())
     })
     .await;
-    c.cvm("TerminateInstances", json!({"InstanceIds": [id]})).await.unwrap();
+    c.cvm("TerminateInstances", json!({"InstanceIds": [id]}))
+        .await
+        .unwrap();
     wait_gone(&c, &id).await;
 }
 
@@ -216,7 +327,13 @@ async fn spread_groups_and_validation() {
     use base64::Engine as _;
     let cloud = TestCloud::start("2*H100x8").await;
     let (c, _) = cloud.tenant("alice").await;
-    let g = c.cvm("CreateDisasterRecoverGroup", json!({"Name": "ha", "Type": "HOST"})).await.unwrap();
+    let g = c
+        .cvm(
+            "CreateDisasterRecoverGroup",
+            json!({"Name": "ha", "Type": "HOST"}),
+        )
+        .await
+        .unwrap();
     let gid = g["DisasterRecoverGroupId"].as_str().unwrap().to_string();
     assert!(gid.starts_with("ps-"));
     assert_eq!(g["CvmQuotaTotal"], 50);
@@ -224,13 +341,35 @@ async fn spread_groups_and_validation() {
     p["DisasterRecoverGroupIds"] = json!([gid]);
     p["InstanceCount"] = json!(2);
     let r = c.cvm("RunInstances", p.clone()).await.unwrap();
-    let ids: Vec<String> = r["InstanceIdSet"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    let d = c.cvm("DescribeInstances", json!({"InstanceIds": ids})).await.unwrap();
-    let hosts: HashSet<String> = d["InstanceSet"].as_array().unwrap().iter().map(|i| i["Placement"]["HostId"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = r["InstanceIdSet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let d = c
+        .cvm("DescribeInstances", json!({"InstanceIds": ids}))
+        .await
+        .unwrap();
+    let hosts: HashSet<String> = d["InstanceSet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["Placement"]["HostId"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(hosts.len(), 2, "spread over both hosts");
     p["InstanceCount"] = json!(1);
-    assert_eq!(code(c.cvm("RunInstances", p).await), "ResourceInsufficient.SpecifiedInstanceType");
-    let g = c.cvm("DescribeDisasterRecoverGroups", json!({"DisasterRecoverGroupIds": [gid]})).await.unwrap();
+    assert_eq!(
+        code(c.cvm("RunInstances", p).await),
+        "ResourceInsufficient.SpecifiedInstanceType"
+    );
+    let g = c
+        .cvm(
+            "DescribeDisasterRecoverGroups",
+            json!({"DisasterRecoverGroupIds": [gid]}),
+        )
+        .await
+        .unwrap();
     assert_eq!(g["DisasterRecoverGroupSet"][0]["CurrentNum"], 2);
 
     let bad = |patch: serde_json::Value| {
@@ -241,24 +380,80 @@ async fn spread_groups_and_validation() {
         p
     };
     let cases = [
-        (bad(json!({"UserData": "not base64!!"})), "InvalidParameterValue.InvalidUserDataFormat"),
-        (bad(json!({"UserData": base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 16 * 1024 + 1])})), "InvalidParameterValue.TooLarge"),
-        (bad(json!({"LoginSettings": {"Password": "short"}})), "InvalidPassword"),
-        (bad(json!({"LoginSettings": {"KeyIds": ["skey-zzzzzzzz"]}})), "InvalidParameterValue.KeyPairNotFound"),
-        (bad(json!({"LoginSettings": {"KeyIds": ["skey-1"]}})), "InvalidKeyPairId.Malformed"),
-        (bad(json!({"InstanceType": "GT5.99XLARGE1"})), "InvalidParameterValue.InstanceTypeNotFound"),
-        (bad(json!({"InstanceType": "nonsense"})), "InvalidInstanceType.Malformed"),
-        (bad(json!({"InstanceType": "GN7.2XLARGE32"})), "ResourceUnavailable.InstanceType"),
-        (bad(json!({"ImageId": "img-zzzzzzzz"})), "InvalidImageId.NotFound"),
-        (bad(json!({"ImageId": "ubuntu"})), "InvalidImageId.Malformed"),
-        (bad(json!({"Placement": {"Zone": "ap-shanghai-2"}})), "InvalidZone.MismatchRegion"),
-        (bad(json!({"InstanceCount": 501})), "InvalidParameterValue.Range"),
-        (bad(json!({"HostName": "-bad-"})), "InvalidParameterValue.IllegalHostName"),
-        (bad(json!({"ClientToken": "x".repeat(65)})), "InvalidClientToken.TooLong"),
-        (bad(json!({"InstanceChargeType": "PREPAID"})), "MissingParameter"),
-        (bad(json!({"InstanceChargeType": "PREPAID", "InstanceChargePrepaid": {"Period": 13}})), "InvalidPeriod"),
-        (bad(json!({"SecurityGroupIds": ["sg-zzzzzzzz"]})), "InvalidSecurityGroupId.NotFound"),
-        (bad(json!({"DisasterRecoverGroupIds": ["ps-zzzzzzzz"]})), "FailedOperation.DisasterRecoverGroupNotFound"),
+        (
+            bad(json!({"UserData": "not base64!!"})),
+            "InvalidParameterValue.InvalidUserDataFormat",
+        ),
+        (
+            bad(
+                json!({"UserData": base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 16 * 1024 + 1])}),
+            ),
+            "InvalidParameterValue.TooLarge",
+        ),
+        (
+            bad(json!({"LoginSettings": {"Password": "short"}})),
+            "InvalidPassword",
+        ),
+        (
+            bad(json!({"LoginSettings": {"KeyIds": ["skey-zzzzzzzz"]}})),
+            "InvalidParameterValue.KeyPairNotFound",
+        ),
+        (
+            bad(json!({"LoginSettings": {"KeyIds": ["skey-1"]}})),
+            "InvalidKeyPairId.Malformed",
+        ),
+        (
+            bad(json!({"InstanceType": "GT5.99XLARGE1"})),
+            "InvalidParameterValue.InstanceTypeNotFound",
+        ),
+        (
+            bad(json!({"InstanceType": "nonsense"})),
+            "InvalidInstanceType.Malformed",
+        ),
+        (
+            bad(json!({"InstanceType": "GN7.2XLARGE32"})),
+            "ResourceUnavailable.InstanceType",
+        ),
+        (
+            bad(json!({"ImageId": "img-zzzzzzzz"})),
+            "InvalidImageId.NotFound",
+        ),
+        (
+            bad(json!({"ImageId": "ubuntu"})),
+            "InvalidImageId.Malformed",
+        ),
+        (
+            bad(json!({"Placement": {"Zone": "ap-shanghai-2"}})),
+            "InvalidZone.MismatchRegion",
+        ),
+        (
+            bad(json!({"InstanceCount": 501})),
+            "InvalidParameterValue.Range",
+        ),
+        (
+            bad(json!({"HostName": "-bad-"})),
+            "InvalidParameterValue.IllegalHostName",
+        ),
+        (
+            bad(json!({"ClientToken": "x".repeat(65)})),
+            "InvalidClientToken.TooLong",
+        ),
+        (
+            bad(json!({"InstanceChargeType": "PREPAID"})),
+            "MissingParameter",
+        ),
+        (
+            bad(json!({"InstanceChargeType": "PREPAID", "InstanceChargePrepaid": {"Period": 13}})),
+            "InvalidPeriod",
+        ),
+        (
+            bad(json!({"SecurityGroupIds": ["sg-zzzzzzzz"]})),
+            "InvalidSecurityGroupId.NotFound",
+        ),
+        (
+            bad(json!({"DisasterRecoverGroupIds": ["ps-zzzzzzzz"]})),
+            "FailedOperation.DisasterRecoverGroupNotFound",
+        ),
         (bad(json!({"Bogus": 1})), "UnknownParameter"),
     ];
     for (p, want) in cases {
@@ -266,71 +461,215 @@ async fn spread_groups_and_validation() {
     }
     let mut no_zone = run_params("GT5.6XLARGE240");
     no_zone.as_object_mut().unwrap().remove("Placement");
-    assert_eq!(code(c.cvm("RunInstances", no_zone).await), "MissingParameter");
+    assert_eq!(
+        code(c.cvm("RunInstances", no_zone).await),
+        "MissingParameter"
+    );
     // Describe validation.
     assert_eq!(
         code(c.cvm("DescribeInstances", json!({"InstanceIds": ["ins-aaaaaaaa"], "Filters": [{"Name": "zone", "Values": ["x"]}]})).await),
         "InvalidParameterCombination"
     );
-    assert_eq!(code(c.cvm("DescribeInstances", json!({"Filters": [{"Name": "colour", "Values": ["x"]}]})).await), "InvalidFilter");
-    assert_eq!(code(c.cvm("DescribeInstances", json!({"Limit": 101})).await), "InvalidParameterValue.Range");
-    assert_eq!(code(c.cvm("DescribeInstances", json!({"InstanceIds": ["ins-1122"]})).await), "InvalidInstanceId.Malformed");
     assert_eq!(
-        code(c.cvm("DescribeInstances", json!({"Filters": [{"Name": "zone", "Values": ["a", "b", "c", "d", "e", "f"]}]})).await),
+        code(
+            c.cvm(
+                "DescribeInstances",
+                json!({"Filters": [{"Name": "colour", "Values": ["x"]}]})
+            )
+            .await
+        ),
+        "InvalidFilter"
+    );
+    assert_eq!(
+        code(c.cvm("DescribeInstances", json!({"Limit": 101})).await),
+        "InvalidParameterValue.Range"
+    );
+    assert_eq!(
+        code(
+            c.cvm("DescribeInstances", json!({"InstanceIds": ["ins-1122"]}))
+                .await
+        ),
+        "InvalidInstanceId.Malformed"
+    );
+    assert_eq!(
+        code(
+            c.cvm(
+                "DescribeInstances",
+                json!({"Filters": [{"Name": "zone", "Values": ["a", "b", "c", "d", "e", "f"]}]})
+            )
+            .await
+        ),
         "InvalidParameterValue.LimitExceeded"
     );
-    assert_eq!(code(c.cvm("StartInstances", json!({})).await), "MissingParameter");
-    assert_eq!(code(c.cvm("StopInstances", json!({"InstanceIds": ids, "StopType": "GENTLE"})).await), "InvalidParameterValue");
+    assert_eq!(
+        code(c.cvm("StartInstances", json!({})).await),
+        "MissingParameter"
+    );
+    assert_eq!(
+        code(
+            c.cvm(
+                "StopInstances",
+                json!({"InstanceIds": ids, "StopType": "GENTLE"})
+            )
+            .await
+        ),
+        "InvalidParameterValue"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_pairs() {
     let cloud = TestCloud::start("1*H100x8").await;
     let (c, _) = cloud.tenant("alice").await;
-    let k = c.cvm("CreateKeyPair", json!({"KeyName": "main", "ProjectId": 0})).await.unwrap();
+    let k = c
+        .cvm("CreateKeyPair", json!({"KeyName": "main", "ProjectId": 0}))
+        .await
+        .unwrap();
     let kp = &k["KeyPair"];
     assert!(kp["KeyId"].as_str().unwrap().starts_with("skey-"));
-    assert!(kp["PrivateKey"].as_str().unwrap().starts_with("-----BEGIN RSA PRIVATE KEY-----"));
-    assert!(kp["PublicKey"].as_str().unwrap().starts_with("ssh-rsa AAAA"));
+    assert!(kp["PrivateKey"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    assert!(kp["PublicKey"]
+        .as_str()
+        .unwrap()
+        .starts_with("ssh-rsa AAAA"));
     let kid = kp["KeyId"].as_str().unwrap().to_string();
-    assert_eq!(code(c.cvm("CreateKeyPair", json!({"KeyName": "main", "ProjectId": 0})).await), "InvalidKeyPairName.Duplicate");
-    assert_eq!(code(c.cvm("CreateKeyPair", json!({"KeyName": "a-b", "ProjectId": 0})).await), "InvalidKeyPairNameIncludeIllegalChar");
-    assert_eq!(code(c.cvm("CreateKeyPair", json!({"KeyName": "", "ProjectId": 0})).await), "InvalidKeyPairNameEmpty");
-    assert_eq!(code(c.cvm("CreateKeyPair", json!({"KeyName": "x".repeat(26), "ProjectId": 0})).await), "InvalidKeyPairNameTooLong");
-    let ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHE5vJzvoQXOYsT6ZW3d4YoLz9TAbQx1EEfmBdS+b2Qd laptop";
-    let imported = c.cvm("ImportKeyPair", json!({"KeyName": "laptop", "ProjectId": 0, "PublicKey": ed})).await.unwrap();
+    assert_eq!(
+        code(
+            c.cvm("CreateKeyPair", json!({"KeyName": "main", "ProjectId": 0}))
+                .await
+        ),
+        "InvalidKeyPairName.Duplicate"
+    );
+    assert_eq!(
+        code(
+            c.cvm("CreateKeyPair", json!({"KeyName": "a-b", "ProjectId": 0}))
+                .await
+        ),
+        "InvalidKeyPairNameIncludeIllegalChar"
+    );
+    assert_eq!(
+        code(
+            c.cvm("CreateKeyPair", json!({"KeyName": "", "ProjectId": 0}))
+                .await
+        ),
+        "InvalidKeyPairNameEmpty"
+    );
+    assert_eq!(
+        code(
+            c.cvm(
+                "CreateKeyPair",
+                json!({"KeyName": "x".repeat(26), "ProjectId": 0})
+            )
+            .await
+        ),
+        "InvalidKeyPairNameTooLong"
+    );
+    let ed =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHE5vJzvoQXOYsT6ZW3d4YoLz9TAbQx1EEfmBdS+b2Qd laptop";
+    let imported = c
+        .cvm(
+            "ImportKeyPair",
+            json!({"KeyName": "laptop", "ProjectId": 0, "PublicKey": ed}),
+        )
+        .await
+        .unwrap();
     let lid = imported["KeyId"].as_str().unwrap().to_string();
-    assert_eq!(code(c.cvm("ImportKeyPair", json!({"KeyName": "again", "ProjectId": 0, "PublicKey": ed})).await), "InvalidPublicKey.Duplicate");
-    assert_eq!(code(c.cvm("ImportKeyPair", json!({"KeyName": "bad", "ProjectId": 0, "PublicKey": "ssh-rsa notakey"})).await), "InvalidPublicKey.Malformed");
+    assert_eq!(
+        code(
+            c.cvm(
+                "ImportKeyPair",
+                json!({"KeyName": "again", "ProjectId": 0, "PublicKey": ed})
+            )
+            .await
+        ),
+        "InvalidPublicKey.Duplicate"
+    );
+    assert_eq!(
+        code(
+            c.cvm(
+                "ImportKeyPair",
+                json!({"KeyName": "bad", "ProjectId": 0, "PublicKey": "ssh-rsa notakey"})
+            )
+            .await
+        ),
+        "InvalidPublicKey.Malformed"
+    );
     let mut p = run_params("GT5.6XLARGE240");
     p["LoginSettings"] = json!({"KeyIds": [kid]});
-    let id = c.cvm("RunInstances", p).await.unwrap()["InstanceIdSet"][0].as_str().unwrap().to_string();
+    let id = c.cvm("RunInstances", p).await.unwrap()["InstanceIdSet"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
     let i = wait_state(&c, &id, "RUNNING").await;
     assert_eq!(i["LoginSettings"]["KeyIds"][0], kid.as_str());
-    let d = c.cvm("DescribeKeyPairs", json!({"KeyIds": [kid]})).await.unwrap();
+    let d = c
+        .cvm("DescribeKeyPairs", json!({"KeyIds": [kid]}))
+        .await
+        .unwrap();
     assert_eq!(d["KeyPairSet"][0]["AssociatedInstanceIds"][0], id.as_str());
-    assert!(d["KeyPairSet"][0]["PrivateKey"].is_null(), "private keys are never shown again");
-    assert_eq!(code(c.cvm("DeleteKeyPairs", json!({"KeyIds": [kid]})).await), "InvalidParameterValue.KeyPairNotSupported");
+    assert!(
+        d["KeyPairSet"][0]["PrivateKey"].is_null(),
+        "private keys are never shown again"
+    );
+    assert_eq!(
+        code(c.cvm("DeleteKeyPairs", json!({"KeyIds": [kid]})).await),
+        "InvalidParameterValue.KeyPairNotSupported"
+    );
     // Associating with a running instance needs ForceStop.
     assert_eq!(
-        code(c.cvm("AssociateInstancesKeyPairs", json!({"InstanceIds": [id], "KeyIds": [lid]})).await),
+        code(
+            c.cvm(
+                "AssociateInstancesKeyPairs",
+                json!({"InstanceIds": [id], "KeyIds": [lid]})
+            )
+            .await
+        ),
         "UnsupportedOperation.InstanceStateRunning"
     );
-    c.cvm("AssociateInstancesKeyPairs", json!({"InstanceIds": [id], "KeyIds": [lid], "ForceStop": true})).await.unwrap();
+    c.cvm(
+        "AssociateInstancesKeyPairs",
+        json!({"InstanceIds": [id], "KeyIds": [lid], "ForceStop": true}),
+    )
+    .await
+    .unwrap();
     let i = wait_state(&c, &id, "RUNNING").await;
     assert_eq!(i["LoginSettings"]["KeyIds"].as_array().unwrap().len(), 2);
-    poll("key association settles", Duration::from_secs(20), || async {
-        let r = c.cvm("DescribeInstances", json!({"InstanceIds": [id]})).await.unwrap();
-        (r["InstanceSet"][0]["LatestOperationState"] == "SUCCESS").then_some(())
-    })
+    poll(
+        "key association settles",
+        Duration::from_secs(20),
+        || async {
+            let r = c
+                .cvm("DescribeInstances", json!({"InstanceIds": [id]}))
+                .await
+                .unwrap();
+            (r["InstanceSet"][0]["LatestOperationState"] == "SUCCESS").then_some(())
+        },
+    )
     .await;
-    c.cvm("DisassociateInstancesKeyPairs", json!({"InstanceIds": [id], "KeyIds": [kid], "ForceStop": true})).await.unwrap();
-    poll("key disassociation settles", Duration::from_secs(20), || async {
-        let r = c.cvm("DescribeInstances", json!({"InstanceIds": [id]})).await.unwrap();
-        (r["InstanceSet"][0]["LatestOperationState"] == "SUCCESS").then_some(())
-    })
+    c.cvm(
+        "DisassociateInstancesKeyPairs",
+        json!({"InstanceIds": [id], "KeyIds": [kid], "ForceStop": true}),
+    )
+    .await
+    .unwrap();
+    poll(
+        "key disassociation settles",
+        Duration::from_secs(20),
+        || async {
+            let r = c
+                .cvm("DescribeInstances", json!({"InstanceIds": [id]}))
+                .await
+                .unwrap();
+            (r["InstanceSet"][0]["LatestOperationState"] == "SUCCESS").then_some(())
+        },
+    )
     .await;
-    c.cvm("DeleteKeyPairs", json!({"KeyIds": [kid]})).await.unwrap();
+    c.cvm("DeleteKeyPairs", json!({"KeyIds": [kid]}))
+        .await
+        .unwrap();
     let d = c.cvm("DescribeKeyPairs", json!({})).await.unwrap();
     assert_eq!(d["TotalCount"], 1);
 }
@@ -339,15 +678,31 @@ async fn key_pairs() {
 async fn catalog_and_prices() {
     let cloud = TestCloud::start("1*H100x8,1*T4x4@ap-guangzhou-4,1*CPU").await;
     let (c, _) = cloud.tenant("alice").await;
-    let r = c.cvm("DescribeInstanceTypeConfigs", json!({"Filters": [{"Name": "instance-family", "Values": ["GT5"]}]})).await.unwrap();
+    let r = c
+        .cvm(
+            "DescribeInstanceTypeConfigs",
+            json!({"Filters": [{"Name": "instance-family", "Values": ["GT5"]}]}),
+        )
+        .await
+        .unwrap();
     let set = r["InstanceTypeConfigSet"].as_array().unwrap();
     assert_eq!(set.len(), 4);
-    assert!(set.iter().all(|t| t["Zone"] == "ap-guangzhou-3" && t["GpuType"] == "NVIDIA H100 SXM 80GB"));
+    assert!(set
+        .iter()
+        .all(|t| t["Zone"] == "ap-guangzhou-3" && t["GpuType"] == "NVIDIA H100 SXM 80GB"));
     let r = c.cvm("DescribeZoneInstanceConfigInfos", json!({"Filters": [{"Name": "zone", "Values": ["ap-guangzhou-4"]}, {"Name": "instance-charge-type", "Values": ["POSTPAID_BY_HOUR"]}]})).await.unwrap();
     let set = r["InstanceTypeQuotaSet"].as_array().unwrap();
-    assert!(set.iter().any(|t| t["InstanceType"] == "GN7.20XLARGE320" && t["Status"] == "SELL"));
-    assert!(set.iter().all(|t| t["InstanceFamily"] != "GT5"), "no H100 in zone 4");
-    let gn7 = set.iter().find(|t| t["InstanceType"] == "GN7.2XLARGE32").unwrap();
+    assert!(set
+        .iter()
+        .any(|t| t["InstanceType"] == "GN7.20XLARGE320" && t["Status"] == "SELL"));
+    assert!(
+        set.iter().all(|t| t["InstanceFamily"] != "GT5"),
+        "no H100 in zone 4"
+    );
+    let gn7 = set
+        .iter()
+        .find(|t| t["InstanceType"] == "GN7.2XLARGE32")
+        .unwrap();
     assert_eq!(gn7["Price"]["ChargeUnit"], "HOUR");
     assert_eq!(gn7["StatusCategory"], "NormalStock");
     let p = c.cvm("InquiryPriceRunInstances", json!({"Placement": {"Zone": "ap-guangzhou-3"}, "ImageId": "img-gc0ubt22", "InstanceType": "GT5.6XLARGE240", "InstanceCount": 2})).await.unwrap();
@@ -355,13 +710,34 @@ async fn catalog_and_prices() {
     let p = c.cvm("InquiryPriceRunInstances", json!({"Placement": {"Zone": "ap-guangzhou-3"}, "ImageId": "img-gc0ubt22", "InstanceType": "GT5.6XLARGE240", "InstanceChargeType": "PREPAID", "InstanceChargePrepaid": {"Period": 12}})).await.unwrap();
     assert_eq!(p["Price"]["InstancePrice"]["Discount"], 83.0);
     let id = run_one(&c, "GT5.6XLARGE240").await;
-    let p = c.cvm("InquiryPriceResetInstancesType", json!({"InstanceIds": [id], "InstanceType": "GT5.12XLARGE480"})).await.unwrap();
+    let p = c
+        .cvm(
+            "InquiryPriceResetInstancesType",
+            json!({"InstanceIds": [id], "InstanceType": "GT5.12XLARGE480"}),
+        )
+        .await
+        .unwrap();
     assert_eq!(p["Price"]["InstancePrice"]["UnitPrice"], 69.44);
-    let imgs = c.cvm("DescribeImages", json!({"Filters": [{"Name": "platform", "Values": ["Ubuntu"]}]})).await.unwrap();
+    let imgs = c
+        .cvm(
+            "DescribeImages",
+            json!({"Filters": [{"Name": "platform", "Values": ["Ubuntu"]}]}),
+        )
+        .await
+        .unwrap();
     assert!(imgs["TotalCount"].as_i64().unwrap() >= 2);
-    let imgs = c.cvm("DescribeImages", json!({"Filters": [{"Name": "tag:runtime", "Values": ["sim"]}]})).await.unwrap();
+    let imgs = c
+        .cvm(
+            "DescribeImages",
+            json!({"Filters": [{"Name": "tag:runtime", "Values": ["sim"]}]}),
+        )
+        .await
+        .unwrap();
     assert!(imgs["TotalCount"].as_i64().unwrap() >= 5);
-    let cpu = c.cvm("RunInstances", run_params("S5.MEDIUM4")).await.unwrap();
+    let cpu = c
+        .cvm("RunInstances", run_params("S5.MEDIUM4"))
+        .await
+        .unwrap();
     let cid = cpu["InstanceIdSet"][0].as_str().unwrap();
     let i = wait_state(&c, cid, "RUNNING").await;
     assert!(i["GPUInfo"].is_null(), "no GPUInfo without GPUs");

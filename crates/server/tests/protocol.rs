@@ -78,10 +78,24 @@ impl Raw {
     async fn ok_post(&self, action: &str, body: &[u8], extra: &[(&str, &str)]) -> Value {
         let now = chrono::Utc::now().timestamp();
         let (s, ct, v) = self
-            .post(&self.host, action, "2017-03-12", "cvm", body, now, &self.sk.clone(), extra)
+            .post(
+                &self.host,
+                action,
+                "2017-03-12",
+                "cvm",
+                body,
+                now,
+                &self.sk.clone(),
+                extra,
+            )
             .await;
         assert_eq!((s, ct.as_str()), (200, "application/json"));
-        assert!(v["Response"]["RequestId"].as_str().is_some_and(|r| r.len() == 36), "{v}");
+        assert!(
+            v["Response"]["RequestId"]
+                .as_str()
+                .is_some_and(|r| r.len() == 36),
+            "{v}"
+        );
         v["Response"].clone()
     }
 }
@@ -99,14 +113,32 @@ async fn signatures_and_envelopes() {
 
     // tccli sends the scheme in Host; it is part of what is signed.
     let (s, ct, v) = raw
-        .post(&format!("http://{}", raw.host), "DescribeZones", "2017-03-12", "cvm", b"{}", now, &sk, &[])
+        .post(
+            &format!("http://{}", raw.host),
+            "DescribeZones",
+            "2017-03-12",
+            "cvm",
+            b"{}",
+            now,
+            &sk,
+            &[],
+        )
         .await;
     assert_eq!((s, ct.as_str()), (200, "application/json"));
     assert_eq!(v["Response"]["TotalCount"], 1, "{v}");
 
     // Wrong key.
     let (s, ct, v) = raw
-        .post(&raw.host, "DescribeZones", "2017-03-12", "cvm", b"{}", now, "wrong-key", &[])
+        .post(
+            &raw.host,
+            "DescribeZones",
+            "2017-03-12",
+            "cvm",
+            b"{}",
+            now,
+            "wrong-key",
+            &[],
+        )
         .await;
     assert_eq!((s, ct.as_str()), (200, "application/json"));
     assert_eq!(err_code(&v["Response"]), "AuthFailure.SignatureFailure");
@@ -114,21 +146,52 @@ async fn signatures_and_envelopes() {
 
     // Expired and future timestamps.
     for ts in [now - 301, now + 400] {
-        let (_, _, v) = raw.post(&raw.host, "DescribeZones", "2017-03-12", "cvm", b"{}", ts, &sk, &[]).await;
+        let (_, _, v) = raw
+            .post(
+                &raw.host,
+                "DescribeZones",
+                "2017-03-12",
+                "cvm",
+                b"{}",
+                ts,
+                &sk,
+                &[],
+            )
+            .await;
         assert_eq!(err_code(&v["Response"]), "AuthFailure.SignatureExpire");
     }
     // Inside the window is fine.
-    let (_, _, v) = raw.post(&raw.host, "DescribeZones", "2017-03-12", "cvm", b"{}", now - 250, &sk, &[]).await;
+    let (_, _, v) = raw
+        .post(
+            &raw.host,
+            "DescribeZones",
+            "2017-03-12",
+            "cvm",
+            b"{}",
+            now - 250,
+            &sk,
+            &[],
+        )
+        .await;
     assert!(v["Response"]["Error"].is_null(), "{v}");
 
     // The body is what is signed: a changed body fails.
     let input = CanonicalInput {
         method: "POST",
         query: "",
-        headers: vec![("content-type".into(), "application/json".into()), ("host".into(), raw.host.clone())],
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("host".into(), raw.host.clone()),
+        ],
         payload_hash: sha256_hex(b"{}"),
     };
-    let sig = tc3_signature(&sk, &sign::utc_date(now), "cvm", now, &input.canonical_request());
+    let sig = tc3_signature(
+        &sk,
+        &sign::utc_date(now),
+        "cvm",
+        now,
+        &input.canonical_request(),
+    );
     let r: Value = reqwest::Client::new()
         .post(format!("{}/", raw.endpoint))
         .header("Content-Type", "application/json")
@@ -179,7 +242,11 @@ async fn signatures_and_envelopes() {
             .json()
             .await
             .unwrap();
-        assert_eq!(err_code(&r["Response"]), "AuthFailure.InvalidAuthorization", "{auth}");
+        assert_eq!(
+            err_code(&r["Response"]),
+            "AuthFailure.InvalidAuthorization",
+            "{auth}"
+        );
     }
     let r: Value = reqwest::Client::new()
         .post(format!("{}/", raw.endpoint))
@@ -193,7 +260,9 @@ async fn signatures_and_envelopes() {
     assert_eq!(err_code(&r["Response"]), "AuthFailure.InvalidAuthorization");
 
     // A security token is refused: no temporary credentials are issued.
-    let v = raw.ok_post("DescribeZones", b"{}", &[("X-TC-Token", "tmp")]).await;
+    let v = raw
+        .ok_post("DescribeZones", b"{}", &[("X-TC-Token", "tmp")])
+        .await;
     assert_eq!(err_code(&v), "AuthFailure.TokenFailure");
 }
 
@@ -204,28 +273,113 @@ async fn routing_and_decoding_errors() {
     let now = chrono::Utc::now().timestamp();
     let sk = raw.sk.clone();
     let check = |v: &Value, code: &str| assert_eq!(err_code(&v["Response"]), code, "{v}");
-    let (_, _, v) = raw.post(&raw.host, "DescribeNothing", "2017-03-12", "cvm", b"{}", now, &sk, &[]).await;
+    let (_, _, v) = raw
+        .post(
+            &raw.host,
+            "DescribeNothing",
+            "2017-03-12",
+            "cvm",
+            b"{}",
+            now,
+            &sk,
+            &[],
+        )
+        .await;
     check(&v, "InvalidAction");
-    let (_, _, v) = raw.post(&raw.host, "DescribeZones", "2099-01-01", "cvm", b"{}", now, &sk, &[]).await;
+    let (_, _, v) = raw
+        .post(
+            &raw.host,
+            "DescribeZones",
+            "2099-01-01",
+            "cvm",
+            b"{}",
+            now,
+            &sk,
+            &[],
+        )
+        .await;
     check(&v, "NoSuchVersion");
-    let (_, _, v) = raw.post(&raw.host, "DescribeVpcs", "2017-03-12", "nosuch", b"{}", now, &sk, &[]).await;
+    let (_, _, v) = raw
+        .post(
+            &raw.host,
+            "DescribeVpcs",
+            "2017-03-12",
+            "nosuch",
+            b"{}",
+            now,
+            &sk,
+            &[],
+        )
+        .await;
     check(&v, "NoSuchProduct");
-    let (_, _, v) = raw.post(&raw.host, "DescribeZones", "2017-03-12", "cvm", b"[1,2]", now, &sk, &[]).await;
-    check(&v, "InvalidRequest");
-    let (_, _, v) = raw.post(&raw.host, "DescribeZones", "2017-03-12", "cvm", b"{\"Limit\":", now, &sk, &[]).await;
+    let (_, _, v) = raw
+        .post(
+            &raw.host,
+            "DescribeZones",
+            "2017-03-12",
+            "cvm",
+            b"[1,2]",
+            now,
+            &sk,
+            &[],
+        )
+        .await;
     check(&v, "InvalidRequest");
     let (_, _, v) = raw
-        .post(&raw.host, "DescribeInstances", "2017-03-12", "cvm", br#"{"Limitt": 1}"#, now, &sk, &[])
+        .post(
+            &raw.host,
+            "DescribeZones",
+            "2017-03-12",
+            "cvm",
+            b"{\"Limit\":",
+            now,
+            &sk,
+            &[],
+        )
+        .await;
+    check(&v, "InvalidRequest");
+    let (_, _, v) = raw
+        .post(
+            &raw.host,
+            "DescribeInstances",
+            "2017-03-12",
+            "cvm",
+            br#"{"Limitt": 1}"#,
+            now,
+            &sk,
+            &[],
+        )
         .await;
     check(&v, "UnknownParameter");
-    assert!(v["Response"]["Error"]["Message"].as_str().unwrap().contains("Limitt"));
+    assert!(v["Response"]["Error"]["Message"]
+        .as_str()
+        .unwrap()
+        .contains("Limitt"));
     let (_, _, v) = raw
-        .post(&raw.host, "DescribeInstances", "2017-03-12", "cvm", br#"{"Limit": "many"}"#, now, &sk, &[])
+        .post(
+            &raw.host,
+            "DescribeInstances",
+            "2017-03-12",
+            "cvm",
+            br#"{"Limit": "many"}"#,
+            now,
+            &sk,
+            &[],
+        )
         .await;
     check(&v, "InvalidParameter");
     // Numbers as strings and True/False are accepted.
     let (_, _, v) = raw
-        .post(&raw.host, "DescribeInstances", "2017-03-12", "cvm", br#"{"Limit": "10", "Offset": "0"}"#, now, &sk, &[])
+        .post(
+            &raw.host,
+            "DescribeInstances",
+            "2017-03-12",
+            "cvm",
+            br#"{"Limit": "10", "Offset": "0"}"#,
+            now,
+            &sk,
+            &[],
+        )
         .await;
     assert_eq!(v["Response"]["TotalCount"], 0, "{v}");
     let (_, _, v) = raw
@@ -241,10 +395,24 @@ async fn routing_and_decoding_errors() {
         )
         .await;
     assert!(v["Response"]["Error"].is_null(), "{v}");
-    assert!(v["Response"]["InstanceIdSet"].is_null(), "a dry run creates nothing: {v}");
+    assert!(
+        v["Response"]["InstanceIdSet"].is_null(),
+        "a dry run creates nothing: {v}"
+    );
     // Oversized body.
     let big = vec![b' '; 2 * 1024 * 1024];
-    let (s, _, v) = raw.post(&raw.host, "DescribeZones", "2017-03-12", "cvm", &big, now, &sk, &[]).await;
+    let (s, _, v) = raw
+        .post(
+            &raw.host,
+            "DescribeZones",
+            "2017-03-12",
+            "cvm",
+            &big,
+            now,
+            &sk,
+            &[],
+        )
+        .await;
     assert_eq!(s, 200);
     check(&v, "RequestSizeLimitExceeded");
     // Region.
@@ -262,15 +430,39 @@ async fn routing_and_decoding_errors() {
 async fn messages_follow_the_language() {
     let cloud = TestCloud::start("1*H100x8").await;
     let c = cloud.app.store.tenant_create("lang", 10).await.unwrap();
-    let en = gpucloud_client::Client::new(&cloud.endpoint, &c.secret_id, &c.secret_key, "ap-guangzhou").with_language("en-US");
-    let zh = gpucloud_client::Client::new(&cloud.endpoint, &c.secret_id, &c.secret_key, "ap-guangzhou").with_language("zh-CN");
-    let e1 = en.cvm("StartInstances", json!({"InstanceIds": ["ins-zzzzzzzz"]})).await.unwrap_err();
-    let e2 = zh.cvm("StartInstances", json!({"InstanceIds": ["ins-zzzzzzzz"]})).await.unwrap_err();
+    let en =
+        gpucloud_client::Client::new(&cloud.endpoint, &c.secret_id, &c.secret_key, "ap-guangzhou")
+            .with_language("en-US");
+    let zh =
+        gpucloud_client::Client::new(&cloud.endpoint, &c.secret_id, &c.secret_key, "ap-guangzhou")
+            .with_language("zh-CN");
+    let e1 = en
+        .cvm("StartInstances", json!({"InstanceIds": ["ins-zzzzzzzz"]}))
+        .await
+        .unwrap_err();
+    let e2 = zh
+        .cvm("StartInstances", json!({"InstanceIds": ["ins-zzzzzzzz"]}))
+        .await
+        .unwrap_err();
     match (e1, e2) {
-        (gpucloud_client::ClientError::Api { code: c1, message: m1, .. }, gpucloud_client::ClientError::Api { code: c2, message: m2, .. }) => {
+        (
+            gpucloud_client::ClientError::Api {
+                code: c1,
+                message: m1,
+                ..
+            },
+            gpucloud_client::ClientError::Api {
+                code: c2,
+                message: m2,
+                ..
+            },
+        ) => {
             assert_eq!(c1, "InvalidInstanceId.NotFound");
             assert_eq!(c1, c2);
-            assert!(m1.starts_with("The instance `ins-zzzzzzzz` is not found."), "{m1}");
+            assert!(
+                m1.starts_with("The instance `ins-zzzzzzzz` is not found."),
+                "{m1}"
+            );
             assert!(m2.contains("不存在"), "{m2}");
         }
         other => panic!("{other:?}"),
@@ -290,7 +482,10 @@ async fn get_form_and_legacy_v1_signatures() {
         method: "GET",
         query,
         headers: vec![
-            ("content-type".into(), "application/x-www-form-urlencoded".into()),
+            (
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            ),
             ("host".into(), raw.host.clone()),
         ],
         payload_hash: sha256_hex(b""),
@@ -330,7 +525,9 @@ async fn get_form_and_legacy_v1_signatures() {
         let sts = sign::v1_string_to_sign(method, &raw.host, &params);
         let m = sign::V1Method::parse(Some(sm)).unwrap();
         params.push(("Signature".into(), sign::v1_signature(m, &raw.sk, &sts)));
-        let form: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter()).finish();
+        let form: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params.iter())
+            .finish();
         let resp = if method == "POST" {
             reqwest::Client::new()
                 .post(format!("{}/", raw.endpoint))
@@ -340,7 +537,11 @@ async fn get_form_and_legacy_v1_signatures() {
                 .await
                 .unwrap()
         } else {
-            reqwest::Client::new().get(format!("{}/?{form}", raw.endpoint)).send().await.unwrap()
+            reqwest::Client::new()
+                .get(format!("{}/?{form}", raw.endpoint))
+                .send()
+                .await
+                .unwrap()
         };
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["Response"]["TotalCount"], 1, "{method} {sm}: {v}");

@@ -39,18 +39,40 @@ async fn every_action_hides_other_tenants() {
         })
         .await
         .unwrap();
-    let key = alice.cvm("CreateKeyPair", json!({"KeyName": "alicekey", "ProjectId": 0})).await.unwrap()["KeyPair"].clone();
+    let key = alice
+        .cvm(
+            "CreateKeyPair",
+            json!({"KeyName": "alicekey", "ProjectId": 0}),
+        )
+        .await
+        .unwrap()["KeyPair"]
+        .clone();
     let akey = key["KeyId"].as_str().unwrap().to_string();
     let apub = key["PublicKey"].as_str().unwrap().to_string();
-    let grp = alice.cvm("CreateDisasterRecoverGroup", json!({"Name": "g", "Type": "HOST", "ClientToken": "shared-token"})).await.unwrap();
+    let grp = alice
+        .cvm(
+            "CreateDisasterRecoverGroup",
+            json!({"Name": "g", "Type": "HOST", "ClientToken": "shared-token"}),
+        )
+        .await
+        .unwrap();
     let agrp = grp["DisasterRecoverGroupId"].as_str().unwrap().to_string();
     let mut p = run_params("GT5.6XLARGE240");
     p["ClientToken"] = json!("same-token");
     p["LoginSettings"] = json!({"KeyIds": [akey]});
-    let ains = alice.cvm("RunInstances", p).await.unwrap()["InstanceIdSet"][0].as_str().unwrap().to_string();
+    let ains = alice.cvm("RunInstances", p).await.unwrap()["InstanceIdSet"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
     wait_state(&alice, &ains, "RUNNING").await;
     // Bob's own instance and key, for mixed calls.
-    let bkey = bob.cvm("CreateKeyPair", json!({"KeyName": "bobkey", "ProjectId": 0})).await.unwrap()["KeyPair"]["KeyId"]
+    let bkey = bob
+        .cvm(
+            "CreateKeyPair",
+            json!({"KeyName": "bobkey", "ProjectId": 0}),
+        )
+        .await
+        .unwrap()["KeyPair"]["KeyId"]
         .as_str()
         .unwrap()
         .to_string();
@@ -59,7 +81,8 @@ async fn every_action_hides_other_tenants() {
 
     let nf = "InvalidInstanceId.NotFound";
     let mut checked: BTreeSet<&str> = BTreeSet::new();
-    let expect_code = |action: &'static str, params: Value, want: &'static str| (action, params, Some(want));
+    let expect_code =
+        |action: &'static str, params: Value, want: &'static str| (action, params, Some(want));
     let expect_ok = |action: &'static str, params: Value| (action, params, None);
     let calls: Vec<(&str, Value, Option<&str>)> = vec![
         expect_ok("DescribeRegions", json!({})),
@@ -67,34 +90,139 @@ async fn every_action_hides_other_tenants() {
         expect_ok("DescribeInstanceTypeConfigs", json!({})),
         expect_ok("DescribeZoneInstanceConfigInfos", json!({})),
         expect_ok("DescribeImages", json!({})),
-        expect_code("DescribeImages", json!({"ImageIds": ["img-alice001"]}), "OK-EMPTY"),
-        expect_code("RunInstances", { let mut p = run_params("GT5.6XLARGE240"); p["ImageId"] = json!("img-alice001"); p }, "InvalidImageId.NotFound"),
-        expect_code("RunInstances", { let mut p = run_params("GT5.6XLARGE240"); p["LoginSettings"] = json!({"KeyIds": [akey]}); p }, "InvalidParameterValue.KeyPairNotFound"),
-        expect_code("RunInstances", { let mut p = run_params("GT5.6XLARGE240"); p["DisasterRecoverGroupIds"] = json!([agrp]); p }, "FailedOperation.DisasterRecoverGroupNotFound"),
-        expect_ok("RunInstances", { let mut p = run_params("GT5.6XLARGE240"); p["ClientToken"] = json!("same-token"); p }),
-        expect_code("DescribeInstances", json!({"InstanceIds": [ains]}), "OK-EMPTY"),
-        expect_code("DescribeInstances", json!({"Filters": [{"Name": "instance-id", "Values": [ains]}]}), "OK-EMPTY"),
-        expect_code("DescribeInstancesStatus", json!({"InstanceIds": [ains]}), "OK-EMPTY"),
+        expect_code(
+            "DescribeImages",
+            json!({"ImageIds": ["img-alice001"]}),
+            "OK-EMPTY",
+        ),
+        expect_code(
+            "RunInstances",
+            {
+                let mut p = run_params("GT5.6XLARGE240");
+                p["ImageId"] = json!("img-alice001");
+                p
+            },
+            "InvalidImageId.NotFound",
+        ),
+        expect_code(
+            "RunInstances",
+            {
+                let mut p = run_params("GT5.6XLARGE240");
+                p["LoginSettings"] = json!({"KeyIds": [akey]});
+                p
+            },
+            "InvalidParameterValue.KeyPairNotFound",
+        ),
+        expect_code(
+            "RunInstances",
+            {
+                let mut p = run_params("GT5.6XLARGE240");
+                p["DisasterRecoverGroupIds"] = json!([agrp]);
+                p
+            },
+            "FailedOperation.DisasterRecoverGroupNotFound",
+        ),
+        expect_ok("RunInstances", {
+            let mut p = run_params("GT5.6XLARGE240");
+            p["ClientToken"] = json!("same-token");
+            p
+        }),
+        expect_code(
+            "DescribeInstances",
+            json!({"InstanceIds": [ains]}),
+            "OK-EMPTY",
+        ),
+        expect_code(
+            "DescribeInstances",
+            json!({"Filters": [{"Name": "instance-id", "Values": [ains]}]}),
+            "OK-EMPTY",
+        ),
+        expect_code(
+            "DescribeInstancesStatus",
+            json!({"InstanceIds": [ains]}),
+            "OK-EMPTY",
+        ),
         expect_code("StartInstances", json!({"InstanceIds": [ains]}), nf),
         expect_code("StopInstances", json!({"InstanceIds": [ains]}), nf),
         expect_code("RebootInstances", json!({"InstanceIds": [ains]}), nf),
         expect_code("TerminateInstances", json!({"InstanceIds": [ains]}), nf),
-        expect_code("ResetInstancesType", json!({"InstanceIds": [ains], "InstanceType": "GT5.12XLARGE480"}), nf),
-        expect_code("ModifyInstancesAttribute", json!({"InstanceIds": [ains], "InstanceName": "pwned"}), nf),
-        expect_ok("CreateKeyPair", json!({"KeyName": "alicekey", "ProjectId": 0})),
-        expect_ok("ImportKeyPair", json!({"KeyName": "copy", "ProjectId": 0, "PublicKey": apub})),
+        expect_code(
+            "ResetInstancesType",
+            json!({"InstanceIds": [ains], "InstanceType": "GT5.12XLARGE480"}),
+            nf,
+        ),
+        expect_code(
+            "ModifyInstancesAttribute",
+            json!({"InstanceIds": [ains], "InstanceName": "pwned"}),
+            nf,
+        ),
+        expect_ok(
+            "CreateKeyPair",
+            json!({"KeyName": "alicekey", "ProjectId": 0}),
+        ),
+        expect_ok(
+            "ImportKeyPair",
+            json!({"KeyName": "copy", "ProjectId": 0, "PublicKey": apub}),
+        ),
         expect_code("DescribeKeyPairs", json!({"KeyIds": [akey]}), "OK-EMPTY"),
-        expect_code("DeleteKeyPairs", json!({"KeyIds": [akey]}), "InvalidKeyPairId.NotFound"),
-        expect_code("ModifyKeyPairAttribute", json!({"KeyId": akey, "KeyName": "mine"}), "InvalidKeyPairId.NotFound"),
-        expect_code("AssociateInstancesKeyPairs", json!({"InstanceIds": [ains], "KeyIds": [bkey]}), nf),
-        expect_code("AssociateInstancesKeyPairs", json!({"InstanceIds": [bins], "KeyIds": [akey], "ForceStop": true}), "InvalidKeyPairId.NotFound"),
-        expect_code("DisassociateInstancesKeyPairs", json!({"InstanceIds": [ains], "KeyIds": [bkey]}), nf),
-        expect_code("DisassociateInstancesKeyPairs", json!({"InstanceIds": [bins], "KeyIds": [akey], "ForceStop": true}), "InvalidKeyPairId.NotFound"),
-        expect_ok("CreateDisasterRecoverGroup", json!({"Name": "g", "Type": "HOST", "ClientToken": "shared-token"})),
-        expect_code("DescribeDisasterRecoverGroups", json!({"DisasterRecoverGroupIds": [agrp]}), "OK-EMPTY"),
-        expect_code("DeleteDisasterRecoverGroups", json!({"DisasterRecoverGroupIds": [agrp]}), "FailedOperation.DisasterRecoverGroupNotFound"),
-        expect_code("InquiryPriceRunInstances", { let mut p = run_params("GT5.6XLARGE240"); p["ImageId"] = json!("img-alice001"); p }, "InvalidImageId.NotFound"),
-        expect_code("InquiryPriceResetInstancesType", json!({"InstanceIds": [ains], "InstanceType": "GT5.12XLARGE480"}), nf),
+        expect_code(
+            "DeleteKeyPairs",
+            json!({"KeyIds": [akey]}),
+            "InvalidKeyPairId.NotFound",
+        ),
+        expect_code(
+            "ModifyKeyPairAttribute",
+            json!({"KeyId": akey, "KeyName": "mine"}),
+            "InvalidKeyPairId.NotFound",
+        ),
+        expect_code(
+            "AssociateInstancesKeyPairs",
+            json!({"InstanceIds": [ains], "KeyIds": [bkey]}),
+            nf,
+        ),
+        expect_code(
+            "AssociateInstancesKeyPairs",
+            json!({"InstanceIds": [bins], "KeyIds": [akey], "ForceStop": true}),
+            "InvalidKeyPairId.NotFound",
+        ),
+        expect_code(
+            "DisassociateInstancesKeyPairs",
+            json!({"InstanceIds": [ains], "KeyIds": [bkey]}),
+            nf,
+        ),
+        expect_code(
+            "DisassociateInstancesKeyPairs",
+            json!({"InstanceIds": [bins], "KeyIds": [akey], "ForceStop": true}),
+            "InvalidKeyPairId.NotFound",
+        ),
+        expect_ok(
+            "CreateDisasterRecoverGroup",
+            json!({"Name": "g", "Type": "HOST", "ClientToken": "shared-token"}),
+        ),
+        expect_code(
+            "DescribeDisasterRecoverGroups",
+            json!({"DisasterRecoverGroupIds": [agrp]}),
+            "OK-EMPTY",
+        ),
+        expect_code(
+            "DeleteDisasterRecoverGroups",
+            json!({"DisasterRecoverGroupIds": [agrp]}),
+            "FailedOperation.DisasterRecoverGroupNotFound",
+        ),
+        expect_code(
+            "InquiryPriceRunInstances",
+            {
+                let mut p = run_params("GT5.6XLARGE240");
+                p["ImageId"] = json!("img-alice001");
+                p
+            },
+            "InvalidImageId.NotFound",
+        ),
+        expect_code(
+            "InquiryPriceResetInstancesType",
+            json!({"InstanceIds": [ains], "InstanceType": "GT5.12XLARGE480"}),
+            nf,
+        ),
     ];
     let alice_ids = [ains.as_str(), akey.as_str(), agrp.as_str(), "img-alice001"];
     for (action, params, want) in calls {
@@ -119,15 +247,33 @@ async fn every_action_hides_other_tenants() {
             (want, got) => panic!("{action} {params}: wanted {want:?}, got {got:?}"),
         }
     }
-    let all: BTreeSet<&str> = gpucloud_server::api::dispatch::ACTIONS.iter().map(|(_, _, a)| *a).collect();
+    let all: BTreeSet<&str> = gpucloud_server::api::dispatch::ACTIONS
+        .iter()
+        .map(|(_, _, a)| *a)
+        .collect();
     let missing: Vec<&&str> = all.difference(&checked).collect();
-    assert!(missing.is_empty(), "actions without a tenant-wall check: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "actions without a tenant-wall check: {missing:?}"
+    );
     // Alice's things are untouched.
-    let i = alice.cvm("DescribeInstances", json!({"InstanceIds": [ains]})).await.unwrap();
+    let i = alice
+        .cvm("DescribeInstances", json!({"InstanceIds": [ains]}))
+        .await
+        .unwrap();
     assert_eq!(i["InstanceSet"][0]["InstanceState"], "RUNNING");
     assert_ne!(i["InstanceSet"][0]["InstanceName"], "pwned");
-    let k = alice.cvm("DescribeKeyPairs", json!({"KeyIds": [akey]})).await.unwrap();
+    let k = alice
+        .cvm("DescribeKeyPairs", json!({"KeyIds": [akey]}))
+        .await
+        .unwrap();
     assert_eq!(k["KeyPairSet"][0]["KeyName"], "alicekey");
-    let g = alice.cvm("DescribeDisasterRecoverGroups", json!({"DisasterRecoverGroupIds": [agrp]})).await.unwrap();
+    let g = alice
+        .cvm(
+            "DescribeDisasterRecoverGroups",
+            json!({"DisasterRecoverGroupIds": [agrp]}),
+        )
+        .await
+        .unwrap();
     assert_eq!(g["TotalCount"], 1);
 }

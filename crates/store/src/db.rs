@@ -17,7 +17,8 @@ pub enum Backend {
 }
 
 /// The migrations, in order. Never edit a released one; add a new one.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
 
 /// A handle on the database. Cheap to clone.
 #[derive(Clone)]
@@ -30,7 +31,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish()
     }
 }
 
@@ -141,10 +144,12 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
         )
         .await?;
-        let current: i64 = sqlx::query("SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) AS v FROM schema_migrations")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("v")?;
+        let current: i64 = sqlx::query(
+            "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) AS v FROM schema_migrations",
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("v")?;
         let known = MIGRATIONS.last().map_or(0, |m| m.0);
         if current > known {
             return Err(StoreError::SchemaTooNew {
@@ -162,12 +167,14 @@ impl Store {
                         source,
                     })?;
             }
-            sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
-                .bind(*version)
-                .bind(*name)
-                .bind(crate::now_ms())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(*version)
+            .bind(*name)
+            .bind(crate::now_ms())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -175,10 +182,12 @@ impl Store {
 
     /// Current schema version.
     pub async fn schema_version(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) AS v FROM schema_migrations")
-            .fetch_one(self.r())
-            .await?
-            .try_get("v")?)
+        Ok(sqlx::query(
+            "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) AS v FROM schema_migrations",
+        )
+        .fetch_one(self.r())
+        .await?
+        .try_get("v")?)
     }
 
     /// A cloud-wide setting.
@@ -256,7 +265,9 @@ mod tests {
 
     #[test]
     fn splits_statements() {
-        let s = split_statements("-- c\nCREATE TABLE a (x BIGINT); -- t\n\nCREATE INDEX i\n ON a(x);\n");
+        let s = split_statements(
+            "-- c\nCREATE TABLE a (x BIGINT); -- t\n\nCREATE INDEX i\n ON a(x);\n",
+        );
         assert_eq!(s.len(), 2);
         assert!(s[1].contains("ON a(x);"));
     }

@@ -92,7 +92,11 @@ impl Store {
     }
 
     /// Groups of a tenant, by ID or all, with their member instances.
-    pub async fn groups(&self, scope: &TenantScope, ids: Option<&[String]>) -> Result<Vec<GroupRow>> {
+    pub async fn groups(
+        &self,
+        scope: &TenantScope,
+        ids: Option<&[String]>,
+    ) -> Result<Vec<GroupRow>> {
         let rows = match ids {
             Some(ids) if !ids.is_empty() => {
                 let sql = format!(
@@ -106,12 +110,12 @@ impl Store {
                 q.fetch_all(self.r()).await?
             }
             Some(_) => vec![],
-            None => {
-                sqlx::query("SELECT * FROM placement_groups WHERE app_id = $1 ORDER BY created_at, group_id")
-                    .bind(scope.app_id())
-                    .fetch_all(self.r())
-                    .await?
-            }
+            None => sqlx::query(
+                "SELECT * FROM placement_groups WHERE app_id = $1 ORDER BY created_at, group_id",
+            )
+            .bind(scope.app_id())
+            .fetch_all(self.r())
+            .await?,
         };
         let mut out: Vec<GroupRow> = rows.iter().map(from_row).collect::<Result<_>>()?;
         if !out.is_empty() {
@@ -135,7 +139,11 @@ impl Store {
     }
 
     /// Deletes empty groups (all or none).
-    pub async fn groups_delete(&self, scope: &TenantScope, ids: &[String]) -> std::result::Result<(), TxError> {
+    pub async fn groups_delete(
+        &self,
+        scope: &TenantScope,
+        ids: &[String],
+    ) -> std::result::Result<(), TxError> {
         let existing = self.groups(scope, Some(ids)).await?;
         for id in ids {
             match existing.iter().find(|g| &g.group_id == id) {

@@ -356,10 +356,12 @@ impl Store {
     pub async fn gpu_list(&self, host_id: Option<&str>) -> Result<Vec<Gpu>> {
         let rows = match host_id {
             Some(h) => {
-                sqlx::query(&format!("{GPU_SELECT} WHERE g.host_id = $1 ORDER BY g.host_id, g.idx"))
-                    .bind(h)
-                    .fetch_all(self.r())
-                    .await?
+                sqlx::query(&format!(
+                    "{GPU_SELECT} WHERE g.host_id = $1 ORDER BY g.host_id, g.idx"
+                ))
+                .bind(h)
+                .fetch_all(self.r())
+                .await?
             }
             None => {
                 sqlx::query(&format!("{GPU_SELECT} ORDER BY g.host_id, g.idx"))

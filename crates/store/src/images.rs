@@ -91,11 +91,13 @@ impl Store {
 
     /// One image a tenant can see.
     pub async fn image_visible(&self, scope: &TenantScope, id: &str) -> Result<Option<ImageRow>> {
-        let row = sqlx::query("SELECT * FROM images WHERE image_id = $1 AND (app_id IS NULL OR app_id = $2)")
-            .bind(id)
-            .bind(scope.app_id())
-            .fetch_optional(self.r())
-            .await?;
+        let row = sqlx::query(
+            "SELECT * FROM images WHERE image_id = $1 AND (app_id IS NULL OR app_id = $2)",
+        )
+        .bind(id)
+        .bind(scope.app_id())
+        .fetch_optional(self.r())
+        .await?;
         row.as_ref().map(from_row).transpose()
     }
 

@@ -302,6 +302,16 @@ pub struct TransitionOpts {
     pub reclaims: HashMap<String, Vec<i64>>,
 }
 
+/// Attribute changes of `ModifyInstancesAttribute` (`None`: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct InstanceChanges {
+    pub name: Option<String>,
+    pub host_name: Option<String>,
+    pub disable_api_termination: Option<bool>,
+    pub user_data: Option<String>,
+    pub security_group_ids: Option<Vec<String>>,
+}
+
 /// How a resize is placed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResizePlan {
@@ -533,11 +543,12 @@ impl Store {
                 .map(|r| col::<String>(r, column))
                 .collect::<Result<_>>()?;
             for inst in &batch.instances {
-                let h = sqlx::query("SELECT host_id, rack, switch_name FROM hosts WHERE host_id = $1")
-                    .bind(&inst.host_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| TxError::HostConflict(inst.host_id.clone()))?;
+                let h =
+                    sqlx::query("SELECT host_id, rack, switch_name FROM hosts WHERE host_id = $1")
+                        .bind(&inst.host_id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or_else(|| TxError::HostConflict(inst.host_id.clone()))?;
                 let v: String = col(&h, column)?;
                 if taken.contains(&v) {
                     return Err(TxError::HostConflict(inst.host_id.clone()));
@@ -655,7 +666,11 @@ impl Store {
     }
 
     /// Instances of a tenant by ID, in the order asked; unknown IDs are left out.
-    pub async fn instances_get(&self, scope: &TenantScope, ids: &[String]) -> Result<Vec<InstanceRow>> {
+    pub async fn instances_get(
+        &self,
+        scope: &TenantScope,
+        ids: &[String],
+    ) -> Result<Vec<InstanceRow>> {
         if ids.is_empty() {
             return Ok(vec![]);
         }
@@ -668,14 +683,19 @@ impl Store {
             q = q.bind(id);
         }
         let rows = q.fetch_all(self.r()).await?;
-        let mut out: Vec<InstanceRow> = rows.iter().map(instance_from_row).collect::<Result<_>>()?;
+        let mut out: Vec<InstanceRow> =
+            rows.iter().map(instance_from_row).collect::<Result<_>>()?;
         self.fill_details(&mut out).await?;
         out.sort_by_key(|i| ids.iter().position(|x| *x == i.instance_id));
         Ok(out)
     }
 
     /// `DescribeInstances`: filtered, newest first, paged. Returns (total, page).
-    pub async fn instance_list(&self, scope: &TenantScope, q: &InstanceQuery) -> Result<(i64, Vec<InstanceRow>)> {
+    pub async fn instance_list(
+        &self,
+        scope: &TenantScope,
+        q: &InstanceQuery,
+    ) -> Result<(i64, Vec<InstanceRow>)> {
         let mut where_ = String::from("app_id = $1 AND state <> 'TERMINATED'");
         let mut args: Vec<Arg> = vec![Arg::I(scope.app_id())];
         let mut any_of = |column: &str, values: &[String], args: &mut Vec<Arg>, like: bool| {
@@ -685,7 +705,11 @@ impl Store {
             let parts: Vec<String> = values
                 .iter()
                 .map(|v| {
-                    args.push(Arg::S(if like { format!("%{}%", escape_like(v)) } else { v.clone() }));
+                    args.push(Arg::S(if like {
+                        format!("%{}%", escape_like(v))
+                    } else {
+                        v.clone()
+                    }));
                     if like {
                         format!("{column} LIKE ${} ESCAPE '\\'", args.len())
                     } else {
@@ -726,7 +750,8 @@ impl Store {
             args.push(Arg::I(t));
             where_.push_str(&format!(" AND created_at <= ${}", args.len()));
         }
-        let count_sql = format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM instances WHERE {where_}");
+        let count_sql =
+            format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM instances WHERE {where_}");
         let mut cq = sqlx::query(&count_sql);
         for a in &args {
             cq = a.bind(cq);
@@ -742,7 +767,8 @@ impl Store {
             pq = a.bind(pq);
         }
         let rows = pq.bind(q.limit).bind(q.offset).fetch_all(self.r()).await?;
-        let mut out: Vec<InstanceRow> = rows.iter().map(instance_from_row).collect::<Result<_>>()?;
+        let mut out: Vec<InstanceRow> =
+            rows.iter().map(instance_from_row).collect::<Result<_>>()?;
         self.fill_details(&mut out).await?;
         Ok((total, out))
     }
@@ -1014,11 +1040,13 @@ impl Store {
             ResizePlan::Move { host_id, gpus } => {
                 claim_on_host(&mut tx, id, host_id, new_cpu, new_mem, gpus).await?;
                 // The old host keeps its claims, marked released, until it lets go.
-                sqlx::query("UPDATE gpu_claims SET released = 1 WHERE instance_id = $1 AND host_id = $2")
-                    .bind(id)
-                    .bind(&old_host)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE gpu_claims SET released = 1 WHERE instance_id = $1 AND host_id = $2",
+                )
+                .bind(id)
+                .bind(&old_host)
+                .execute(&mut *tx)
+                .await?;
                 bump_host(&mut tx, &old_host).await?;
                 host_id.clone()
             }
@@ -1060,12 +1088,15 @@ impl Store {
         &self,
         scope: &TenantScope,
         ids: &[String],
-        name: Option<&str>,
-        host_name: Option<&str>,
-        disable_api_termination: Option<bool>,
-        user_data: Option<&str>,
-        security_group_ids: Option<&[String]>,
+        ch: &InstanceChanges,
     ) -> std::result::Result<(), TxError> {
+        let (name, host_name, user_data) = (
+            ch.name.as_deref(),
+            ch.host_name.as_deref(),
+            ch.user_data.as_deref(),
+        );
+        let (disable_api_termination, security_group_ids) =
+            (ch.disable_api_termination, ch.security_group_ids.as_deref());
         let mut tx = self.begin_write().await?;
         for id in ids {
             let n = sqlx::query(
@@ -1272,8 +1303,10 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let by_id: HashMap<&str, &ObservedInstance> =
-            observed.iter().map(|o| (o.instance_id.as_str(), o)).collect();
+        let by_id: HashMap<&str, &ObservedInstance> = observed
+            .iter()
+            .map(|o| (o.instance_id.as_str(), o))
+            .collect();
         let draining: std::collections::HashSet<String> = sqlx::query(
             "SELECT DISTINCT instance_id FROM gpu_claims WHERE host_id = $1 AND released = 1",
         )
@@ -1298,7 +1331,9 @@ impl Store {
                 continue; // the host has not acted on the latest spec yet
             }
             // This host is being drained of a moved instance.
-            if inst.prev_host_id.as_deref() == Some(host_id) && inst.host_id.as_deref() != Some(host_id) {
+            if inst.prev_host_id.as_deref() == Some(host_id)
+                && inst.host_id.as_deref() != Some(host_id)
+            {
                 if obs.observed == Observed::Absent {
                     let rel = release_on_host(
                         &mut tx,
@@ -1325,11 +1360,12 @@ impl Store {
                 }
             }
             // Reboots settle only once the host saw the reboot request.
-            let observed = if inst.state == InstanceState::Rebooting && obs.reboot_seq < inst.reboot_seq {
-                Observed::Absent
-            } else {
-                obs.observed
-            };
+            let observed =
+                if inst.state == InstanceState::Rebooting && obs.reboot_seq < inst.reboot_seq {
+                    Observed::Absent
+                } else {
+                    obs.observed
+                };
             let (to, result) = lifecycle::settle(inst.state, observed);
             let mut held = inst.resources_held;
             let mut host_after = inst.host_id.clone();
@@ -1373,7 +1409,10 @@ impl Store {
                 None => inst.latest_operation_state.clone(),
             };
             let op_error = match result {
-                Some(false) => obs.error.clone().or_else(|| Some("the host could not carry out the operation".into())),
+                Some(false) => obs
+                    .error
+                    .clone()
+                    .or_else(|| Some("the host could not carry out the operation".into())),
                 Some(true) => None,
                 None => inst.latest_operation_error.clone(),
             };
@@ -1392,7 +1431,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if to != inst.state {
-                out.transitions.push((inst.instance_id.clone(), inst.state, to));
+                out.transitions
+                    .push((inst.instance_id.clone(), inst.state, to));
             }
         }
         tx.commit().await?;
@@ -1407,7 +1447,8 @@ impl Store {
         .bind(host_id)
         .fetch_all(self.r())
         .await?;
-        let mut out: Vec<InstanceRow> = rows.iter().map(instance_from_row).collect::<Result<_>>()?;
+        let mut out: Vec<InstanceRow> =
+            rows.iter().map(instance_from_row).collect::<Result<_>>()?;
         self.fill_details(&mut out).await?;
         Ok(out)
     }
@@ -1420,7 +1461,8 @@ impl Store {
         .bind(limit)
         .fetch_all(self.r())
         .await?;
-        let mut out: Vec<InstanceRow> = rows.iter().map(instance_from_row).collect::<Result<_>>()?;
+        let mut out: Vec<InstanceRow> =
+            rows.iter().map(instance_from_row).collect::<Result<_>>()?;
         self.fill_details(&mut out).await?;
         Ok(out)
     }
@@ -1439,13 +1481,20 @@ impl Store {
 
     /// Every GPU claim: `(gpu_id, instance_id, host_id, released)`. For audits and tests.
     pub async fn gpu_claims(&self) -> Result<Vec<(String, String, String, bool)>> {
-        let rows = sqlx::query("SELECT gpu_id, instance_id, host_id, released FROM gpu_claims ORDER BY gpu_id")
-            .fetch_all(self.r())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT gpu_id, instance_id, host_id, released FROM gpu_claims ORDER BY gpu_id",
+        )
+        .fetch_all(self.r())
+        .await?;
         rows.iter()
             .map(|r| {
                 let rel: i64 = col(r, "released")?;
-                Ok((col(r, "gpu_id")?, col(r, "instance_id")?, col(r, "host_id")?, rel == 1))
+                Ok((
+                    col(r, "gpu_id")?,
+                    col(r, "instance_id")?,
+                    col(r, "host_id")?,
+                    rel == 1,
+                ))
             })
             .collect()
     }
@@ -1469,5 +1518,7 @@ impl Arg {
 }
 
 fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }

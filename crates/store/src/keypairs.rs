@@ -49,7 +49,11 @@ pub struct NewKeyPair {
 
 impl Store {
     /// Stores a key pair; refuses a duplicate name or public key.
-    pub async fn key_pair_create(&self, scope: &TenantScope, k: &NewKeyPair) -> std::result::Result<(), crate::instances::TxError> {
+    pub async fn key_pair_create(
+        &self,
+        scope: &TenantScope,
+        k: &NewKeyPair,
+    ) -> std::result::Result<(), crate::instances::TxError> {
         let mut tx = self.begin_write().await?;
         let n: i64 = col(
             &sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM key_pairs WHERE app_id = $1")
@@ -70,11 +74,12 @@ impl Store {
         {
             return Err(CloudError::KeyPairNameDuplicate(k.name.clone()).into());
         }
-        if let Some(r) = sqlx::query("SELECT key_id FROM key_pairs WHERE app_id = $1 AND fingerprint = $2")
-            .bind(scope.app_id())
-            .bind(&k.fingerprint)
-            .fetch_optional(&mut *tx)
-            .await?
+        if let Some(r) =
+            sqlx::query("SELECT key_id FROM key_pairs WHERE app_id = $1 AND fingerprint = $2")
+                .bind(scope.app_id())
+                .bind(&k.fingerprint)
+                .fetch_optional(&mut *tx)
+                .await?
         {
             return Err(CloudError::PublicKeyDuplicate(col(&r, "key_id")?).into());
         }
@@ -101,7 +106,11 @@ impl Store {
     }
 
     /// Key pairs of a tenant, by IDs (unknown IDs left out) or all.
-    pub async fn key_pairs(&self, scope: &TenantScope, ids: Option<&[String]>) -> Result<Vec<KeyPairRow>> {
+    pub async fn key_pairs(
+        &self,
+        scope: &TenantScope,
+        ids: Option<&[String]>,
+    ) -> Result<Vec<KeyPairRow>> {
         let rows = match ids {
             Some(ids) if !ids.is_empty() => {
                 let sql = format!(
@@ -145,7 +154,11 @@ impl Store {
     }
 
     /// Deletes key pairs (all or none); refuses ones still associated.
-    pub async fn key_pairs_delete(&self, scope: &TenantScope, ids: &[String]) -> std::result::Result<(), crate::instances::TxError> {
+    pub async fn key_pairs_delete(
+        &self,
+        scope: &TenantScope,
+        ids: &[String],
+    ) -> std::result::Result<(), crate::instances::TxError> {
         let existing = self.key_pairs(scope, Some(ids)).await?;
         let missing: Vec<String> = ids
             .iter()
@@ -184,11 +197,12 @@ impl Store {
     ) -> std::result::Result<(), crate::instances::TxError> {
         let mut tx = self.begin_write().await?;
         if let Some(n) = name {
-            if let Some(r) = sqlx::query("SELECT key_id FROM key_pairs WHERE app_id = $1 AND name = $2")
-                .bind(scope.app_id())
-                .bind(n)
-                .fetch_optional(&mut *tx)
-                .await?
+            if let Some(r) =
+                sqlx::query("SELECT key_id FROM key_pairs WHERE app_id = $1 AND name = $2")
+                    .bind(scope.app_id())
+                    .bind(n)
+                    .fetch_optional(&mut *tx)
+                    .await?
             {
                 let other: String = col(&r, "key_id")?;
                 if other != id {

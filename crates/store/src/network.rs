@@ -29,23 +29,26 @@ pub async fn subnet_get(
     scope: &TenantScope,
     subnet_id: &str,
 ) -> Result<Option<(String, String, String)>> {
-    let row = sqlx::query("SELECT vpc_id, zone, cidr FROM subnets WHERE subnet_id = $1 AND app_id = $2")
-        .bind(subnet_id)
-        .bind(scope.app_id())
-        .fetch_optional(store.r())
-        .await?;
+    let row =
+        sqlx::query("SELECT vpc_id, zone, cidr FROM subnets WHERE subnet_id = $1 AND app_id = $2")
+            .bind(subnet_id)
+            .bind(scope.app_id())
+            .fetch_optional(store.r())
+            .await?;
     row.map(|r| Ok((col(&r, "vpc_id")?, col(&r, "zone")?, col(&r, "cidr")?)))
         .transpose()
 }
 
 /// Whether a VPC belongs to a tenant.
 pub async fn vpc_exists(store: &crate::Store, scope: &TenantScope, vpc_id: &str) -> Result<bool> {
-    Ok(sqlx::query("SELECT vpc_id FROM vpcs WHERE vpc_id = $1 AND app_id = $2")
-        .bind(vpc_id)
-        .bind(scope.app_id())
-        .fetch_optional(store.r())
-        .await?
-        .is_some())
+    Ok(
+        sqlx::query("SELECT vpc_id FROM vpcs WHERE vpc_id = $1 AND app_id = $2")
+            .bind(vpc_id)
+            .bind(scope.app_id())
+            .fetch_optional(store.r())
+            .await?
+            .is_some(),
+    )
 }
 
 /// Subnet CIDR of the default subnet of zone number `n`.
@@ -169,7 +172,10 @@ pub(crate) async fn allocate_ip(
 }
 
 /// Frees the addresses of an instance.
-pub(crate) async fn release_ips(tx: &mut Transaction<'static, Any>, instance_id: &str) -> Result<()> {
+pub(crate) async fn release_ips(
+    tx: &mut Transaction<'static, Any>,
+    instance_id: &str,
+) -> Result<()> {
     sqlx::query("DELETE FROM ip_allocations WHERE instance_id = $1")
         .bind(instance_id)
         .execute(&mut **tx)
@@ -185,8 +191,14 @@ mod tests {
     fn cidrs() {
         assert_eq!(default_subnet_cidr(3), "172.16.32.0/20");
         assert_eq!(default_subnet_cidr(1), "172.16.0.0/20");
-        assert_eq!(address_at("172.16.32.0/20", 2).as_deref(), Some("172.16.32.2"));
-        assert_eq!(address_at("172.16.32.0/20", 300).as_deref(), Some("172.16.33.44"));
+        assert_eq!(
+            address_at("172.16.32.0/20", 2).as_deref(),
+            Some("172.16.32.2")
+        );
+        assert_eq!(
+            address_at("172.16.32.0/20", 300).as_deref(),
+            Some("172.16.33.44")
+        );
         assert_eq!(address_at("172.16.32.0/20", 4096), None);
         assert_eq!(gateway("10.0.0.0/24").as_deref(), Some("10.0.0.1"));
     }

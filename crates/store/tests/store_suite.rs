@@ -61,14 +61,24 @@ fn obs(id: &str, generation: i64, observed: Observed) -> ObservedInstance {
 }
 
 async fn state_of(store: &Store, scope: &TenantScope, id: &str) -> Option<InstanceState> {
-    store.instance_get(scope, id).await.unwrap().map(|i| i.state)
+    store
+        .instance_get(scope, id)
+        .await
+        .unwrap()
+        .map(|i| i.state)
 }
 
 both!(migrations_are_idempotent, |db| {
     assert_eq!(db.store.schema_version().await.unwrap(), 1);
-    db.store.set_setting("region", "ap-guangzhou").await.unwrap();
+    db.store
+        .set_setting("region", "ap-guangzhou")
+        .await
+        .unwrap();
     db.store.set_setting("region", "ap-shanghai").await.unwrap();
-    assert_eq!(db.store.setting("region").await.unwrap().as_deref(), Some("ap-shanghai"));
+    assert_eq!(
+        db.store.setting("region").await.unwrap().as_deref(),
+        Some("ap-shanghai")
+    );
     assert_eq!(db.store.setting("missing").await.unwrap(), None);
 });
 
@@ -76,16 +86,32 @@ both!(tenants_and_sealed_keys, |db| {
     let c = db.store.tenant_create("acme", 10).await.unwrap();
     assert!(c.secret_id.starts_with("AKID") && c.secret_id.len() == 36);
     assert_eq!(c.secret_key.len(), 32);
-    let rec = db.store.api_key_lookup(&c.secret_id).await.unwrap().unwrap();
+    let rec = db
+        .store
+        .api_key_lookup(&c.secret_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rec.secret_key, c.secret_key);
     assert_eq!(rec.scope.app_id(), c.app_id);
     assert!(rec.active);
     assert!(db.store.api_key_lookup("AKIDnope").await.unwrap().is_none());
-    assert!(db.store.tenant_create("acme", 10).await.is_err(), "duplicate name");
+    assert!(
+        db.store.tenant_create("acme", 10).await.is_err(),
+        "duplicate name"
+    );
     let (sid2, _) = db.store.api_key_create(c.app_id).await.unwrap();
     assert_ne!(sid2, c.secret_id);
     assert_eq!(db.store.tenant_list().await.unwrap().len(), 1);
-    assert_eq!(db.store.tenant_by_name("acme").await.unwrap().unwrap().app_id, c.app_id);
+    assert_eq!(
+        db.store
+            .tenant_by_name("acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .app_id,
+        c.app_id
+    );
 });
 
 both!(hosts_register_and_refresh, |db| {
@@ -101,22 +127,41 @@ both!(hosts_register_and_refresh, |db| {
     db.store.host_register(&h, &g).await.unwrap();
     let gpus = db.store.gpu_list(Some("host-a")).await.unwrap();
     assert_eq!(gpus.iter().filter(|g| g.health == "UNHEALTHY").count(), 1);
-    db.store.host_set_state("host-a", "CORDONED", "maintenance").await.unwrap();
+    db.store
+        .host_set_state("host-a", "CORDONED", "maintenance")
+        .await
+        .unwrap();
     db.store.host_register(&h, &g).await.unwrap();
-    assert_eq!(db.store.host_get("host-a").await.unwrap().unwrap().state, "CORDONED");
-    let changed = db.store.hosts_mark_unreachable(gpucloud_store::now_ms() + 1000).await.unwrap();
+    assert_eq!(
+        db.store.host_get("host-a").await.unwrap().unwrap().state,
+        "CORDONED"
+    );
+    let changed = db
+        .store
+        .hosts_mark_unreachable(gpucloud_store::now_ms() + 1000)
+        .await
+        .unwrap();
     assert_eq!(changed, vec!["host-a".to_string()]);
     db.store.host_touch("host-a").await.unwrap();
-    assert_eq!(db.store.host_get("host-a").await.unwrap().unwrap().state, "READY");
+    assert_eq!(
+        db.store.host_get("host-a").await.unwrap().unwrap().state,
+        "READY"
+    );
 });
 
 both!(claims_never_double_book, |db| {
     let s = tenant(&db.store, "t1").await;
     add_host(&db.store, "host-a", 8).await;
-    assert!(matches!(create(&db.store, &s, inst("ins-aaaaaaa1", "host-a", &[0, 1])).await, Ok(Created::New(_))));
+    assert!(matches!(
+        create(&db.store, &s, inst("ins-aaaaaaa1", "host-a", &[0, 1])).await,
+        Ok(Created::New(_))
+    ));
     // GPU 1 is taken: the whole second create rolls back.
     let r = create(&db.store, &s, inst("ins-aaaaaaa2", "host-a", &[1, 2])).await;
-    assert!(matches!(r, Err(TxError::HostConflict(ref h)) if h == "host-a"), "{r:?}");
+    assert!(
+        matches!(r, Err(TxError::HostConflict(ref h)) if h == "host-a"),
+        "{r:?}"
+    );
     assert_eq!(state_of(&db.store, &s, "ins-aaaaaaa2").await, None);
     let claims = db.store.gpu_claims().await.unwrap();
     assert_eq!(claims.len(), 2);
@@ -125,10 +170,19 @@ both!(claims_never_double_book, |db| {
     // CPU exhaustion is a conflict too.
     let mut big = inst("ins-aaaaaaa3", "host-a", &[4]);
     big.cpu = 1000;
-    assert!(matches!(create(&db.store, &s, big).await, Err(TxError::HostConflict(_))));
+    assert!(matches!(
+        create(&db.store, &s, big).await,
+        Err(TxError::HostConflict(_))
+    ));
     // An unhealthy GPU cannot be claimed.
-    db.store.gpu_set_health("GPU-host-a-5", false, "XID 79").await.unwrap();
-    assert!(matches!(create(&db.store, &s, inst("ins-aaaaaaa4", "host-a", &[5])).await, Err(TxError::HostConflict(_))));
+    db.store
+        .gpu_set_health("GPU-host-a-5", false, "XID 79")
+        .await
+        .unwrap();
+    assert!(matches!(
+        create(&db.store, &s, inst("ins-aaaaaaa4", "host-a", &[5])).await,
+        Err(TxError::HostConflict(_))
+    ));
 });
 
 both!(racing_claims_for_the_last_gpu, |db| {
@@ -151,64 +205,192 @@ both!(racing_claims_for_the_last_gpu, |db| {
     }
     assert_eq!(won, 1);
     assert_eq!(db.store.gpu_claims().await.unwrap().len(), 1);
-    let (total, _) = db.store.instance_list(&s, &InstanceQuery { limit: 100, ..Default::default() }).await.unwrap();
+    let (total, _) = db
+        .store
+        .instance_list(
+            &s,
+            &InstanceQuery {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(total, 1);
 });
 
 both!(client_token_makes_create_idempotent, |db| {
     let s = tenant(&db.store, "t1").await;
     add_host(&db.store, "host-a", 8).await;
-    let a = db.store.instances_create(&s, &batch(vec![inst("ins-tok00001", "host-a", &[0])], Some("tok-1"))).await.unwrap();
+    let a = db
+        .store
+        .instances_create(
+            &s,
+            &batch(vec![inst("ins-tok00001", "host-a", &[0])], Some("tok-1")),
+        )
+        .await
+        .unwrap();
     assert_eq!(a, Created::New(vec!["ins-tok00001".into()]));
-    let b = db.store.instances_create(&s, &batch(vec![inst("ins-tok00002", "host-a", &[1])], Some("tok-1"))).await.unwrap();
+    let b = db
+        .store
+        .instances_create(
+            &s,
+            &batch(vec![inst("ins-tok00002", "host-a", &[1])], Some("tok-1")),
+        )
+        .await
+        .unwrap();
     assert_eq!(b, Created::Existing(vec!["ins-tok00001".into()]));
     assert_eq!(db.store.gpu_claims().await.unwrap().len(), 1);
     // Tokens are per tenant.
     let s2 = tenant(&db.store, "t2").await;
-    let c = db.store.instances_create(&s2, &batch(vec![inst("ins-tok00003", "host-a", &[2])], Some("tok-1"))).await.unwrap();
+    let c = db
+        .store
+        .instances_create(
+            &s2,
+            &batch(vec![inst("ins-tok00003", "host-a", &[2])], Some("tok-1")),
+        )
+        .await
+        .unwrap();
     assert_eq!(c, Created::New(vec!["ins-tok00003".into()]));
 });
 
 both!(lifecycle_settles_from_reports, |db| {
     let s = tenant(&db.store, "t1").await;
     add_host(&db.store, "host-a", 8).await;
-    create(&db.store, &s, inst("ins-life0001", "host-a", &[0, 1])).await.unwrap();
+    create(&db.store, &s, inst("ins-life0001", "host-a", &[0, 1]))
+        .await
+        .unwrap();
     let (gen1, desired) = db.store.host_desired("host-a").await.unwrap();
     assert_eq!(desired.len(), 1);
     assert_eq!(desired[0].power, DesiredPower::Running);
-    assert_eq!(desired[0].gpus.iter().map(|g| g.0).collect::<Vec<_>>(), vec![0, 1]);
-    assert!(desired[0].private_ip.as_deref().unwrap().starts_with("172.16.32."));
+    assert_eq!(
+        desired[0].gpus.iter().map(|g| g.0).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    assert!(desired[0]
+        .private_ip
+        .as_deref()
+        .unwrap()
+        .starts_with("172.16.32."));
     // A stale report changes nothing.
-    db.store.host_report("host-a", gen1, &[obs("ins-life0001", 0, Observed::Running)]).await.unwrap();
-    assert_eq!(state_of(&db.store, &s, "ins-life0001").await, Some(InstanceState::Pending));
-    let out = db.store.host_report("host-a", gen1, &[obs("ins-life0001", 1, Observed::Running)]).await.unwrap();
-    assert_eq!(out.transitions, vec![("ins-life0001".into(), InstanceState::Pending, InstanceState::Running)]);
-    let i = db.store.instance_get(&s, "ins-life0001").await.unwrap().unwrap();
+    db.store
+        .host_report("host-a", gen1, &[obs("ins-life0001", 0, Observed::Running)])
+        .await
+        .unwrap();
+    assert_eq!(
+        state_of(&db.store, &s, "ins-life0001").await,
+        Some(InstanceState::Pending)
+    );
+    let out = db
+        .store
+        .host_report("host-a", gen1, &[obs("ins-life0001", 1, Observed::Running)])
+        .await
+        .unwrap();
+    assert_eq!(
+        out.transitions,
+        vec![(
+            "ins-life0001".into(),
+            InstanceState::Pending,
+            InstanceState::Running
+        )]
+    );
+    let i = db
+        .store
+        .instance_get(&s, "ins-life0001")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(i.latest_operation_state.as_deref(), Some("SUCCESS"));
-    assert_eq!(i.gpu_ids, vec!["GPU-host-a-0".to_string(), "GPU-host-a-1".to_string()]);
+    assert_eq!(
+        i.gpu_ids,
+        vec!["GPU-host-a-0".to_string(), "GPU-host-a-1".to_string()]
+    );
 
     // Stop.
     let rid = "req-stop";
-    let rows = db.store.instances_transition(&s, &["ins-life0001".into()], Operation::Stop, rid, &TransitionOpts::default()).await.unwrap();
+    let rows = db
+        .store
+        .instances_transition(
+            &s,
+            &["ins-life0001".into()],
+            Operation::Stop,
+            rid,
+            &TransitionOpts::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!(rows[0].state, InstanceState::Stopping);
     // Starting a stopping instance is refused with the state's code.
-    let e = db.store.instances_transition(&s, &["ins-life0001".into()], Operation::Stop, "r", &TransitionOpts::default()).await.unwrap_err();
-    assert!(matches!(e, TxError::Cloud(CloudError::OperationInProgress { .. })), "{e:?}");
-    db.store.host_report("host-a", 0, &[obs("ins-life0001", 2, Observed::Stopped)]).await.unwrap();
-    assert_eq!(state_of(&db.store, &s, "ins-life0001").await, Some(InstanceState::Stopped));
-    let e = db.store.instances_transition(&s, &["ins-life0001".into()], Operation::Stop, "r", &TransitionOpts::default()).await.unwrap_err();
-    assert!(matches!(&e, TxError::Cloud(c) if c.code() == "UnsupportedOperation.InstanceStateStopped"), "{e:?}");
+    let e = db
+        .store
+        .instances_transition(
+            &s,
+            &["ins-life0001".into()],
+            Operation::Stop,
+            "r",
+            &TransitionOpts::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, TxError::Cloud(CloudError::OperationInProgress { .. })),
+        "{e:?}"
+    );
+    db.store
+        .host_report("host-a", 0, &[obs("ins-life0001", 2, Observed::Stopped)])
+        .await
+        .unwrap();
+    assert_eq!(
+        state_of(&db.store, &s, "ins-life0001").await,
+        Some(InstanceState::Stopped)
+    );
+    let e = db
+        .store
+        .instances_transition(
+            &s,
+            &["ins-life0001".into()],
+            Operation::Stop,
+            "r",
+            &TransitionOpts::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, TxError::Cloud(c) if c.code() == "UnsupportedOperation.InstanceStateStopped"),
+        "{e:?}"
+    );
 
     // Terminate: claims and IP go only when the host confirms.
-    db.store.instances_transition(&s, &["ins-life0001".into()], Operation::Terminate, "r", &TransitionOpts::default()).await.unwrap();
+    db.store
+        .instances_transition(
+            &s,
+            &["ins-life0001".into()],
+            Operation::Terminate,
+            "r",
+            &TransitionOpts::default(),
+        )
+        .await
+        .unwrap();
     let (_, desired) = db.store.host_desired("host-a").await.unwrap();
     assert_eq!(desired[0].power, DesiredPower::Absent);
-    assert_eq!(db.store.gpu_claims().await.unwrap().len(), 2, "held until the host confirms");
-    let out = db.store.host_report("host-a", 0, &[obs("ins-life0001", 3, Observed::Absent)]).await.unwrap();
+    assert_eq!(
+        db.store.gpu_claims().await.unwrap().len(),
+        2,
+        "held until the host confirms"
+    );
+    let out = db
+        .store
+        .host_report("host-a", 0, &[obs("ins-life0001", 3, Observed::Absent)])
+        .await
+        .unwrap();
     assert_eq!(out.released.len(), 1);
     assert_eq!(out.released[0].gpu_indexes, vec![0, 1]);
     assert!(db.store.gpu_claims().await.unwrap().is_empty());
-    assert_eq!(state_of(&db.store, &s, "ins-life0001").await, None, "terminated instances are not listed");
+    assert_eq!(
+        state_of(&db.store, &s, "ins-life0001").await,
+        None,
+        "terminated instances are not listed"
+    );
     let h = db.store.host_get("host-a").await.unwrap().unwrap();
     assert_eq!((h.cpu_used, h.mem_used_mib), (0, 0));
     assert!(db.store.host_desired("host-a").await.unwrap().1.is_empty());
@@ -217,15 +399,28 @@ both!(lifecycle_settles_from_reports, |db| {
 both!(launch_failure_releases_after_cleanup, |db| {
     let s = tenant(&db.store, "t1").await;
     add_host(&db.store, "host-a", 8).await;
-    create(&db.store, &s, inst("ins-fail0001", "host-a", &[0])).await.unwrap();
+    create(&db.store, &s, inst("ins-fail0001", "host-a", &[0]))
+        .await
+        .unwrap();
     let mut o = obs("ins-fail0001", 1, Observed::Failed);
     o.error = Some("image not found on host".into());
     db.store.host_report("host-a", 0, &[o]).await.unwrap();
-    let i = db.store.instance_get(&s, "ins-fail0001").await.unwrap().unwrap();
+    let i = db
+        .store
+        .instance_get(&s, "ins-fail0001")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(i.state, InstanceState::LaunchFailed);
-    assert_eq!(i.latest_operation_error.as_deref(), Some("image not found on host"));
+    assert_eq!(
+        i.latest_operation_error.as_deref(),
+        Some("image not found on host")
+    );
     assert_eq!(db.store.gpu_claims().await.unwrap().len(), 1);
-    db.store.host_report("host-a", 0, &[obs("ins-fail0001", 1, Observed::Absent)]).await.unwrap();
+    db.store
+        .host_report("host-a", 0, &[obs("ins-fail0001", 1, Observed::Absent)])
+        .await
+        .unwrap();
     assert!(db.store.gpu_claims().await.unwrap().is_empty());
 });
 
@@ -233,49 +428,188 @@ both!(resize_on_host_and_by_moving, |db| {
     let s = tenant(&db.store, "t1").await;
     add_host(&db.store, "host-a", 8).await;
     add_host(&db.store, "host-b", 8).await;
-    create(&db.store, &s, inst("ins-size0001", "host-a", &[0])).await.unwrap();
-    db.store.host_report("host-a", 0, &[obs("ins-size0001", 1, Observed::Running)]).await.unwrap();
+    create(&db.store, &s, inst("ins-size0001", "host-a", &[0]))
+        .await
+        .unwrap();
+    db.store
+        .host_report("host-a", 0, &[obs("ins-size0001", 1, Observed::Running)])
+        .await
+        .unwrap();
     let opts = TransitionOpts::default();
-    db.store.instances_transition(&s, &["ins-size0001".into()], Operation::Stop, "r", &opts).await.unwrap();
-    db.store.host_report("host-a", 0, &[obs("ins-size0001", 2, Observed::Stopped)]).await.unwrap();
+    db.store
+        .instances_transition(&s, &["ins-size0001".into()], Operation::Stop, "r", &opts)
+        .await
+        .unwrap();
+    db.store
+        .host_report("host-a", 0, &[obs("ins-size0001", 2, Observed::Stopped)])
+        .await
+        .unwrap();
     // 1 -> 4 GPUs on the same host.
-    let four = NewShape { instance_type: "GT5.24XLARGE960".into(), cpu: 96, memory_gib: 960, gpu_count: 4 };
-    let r = db.store.instance_resize(&s, "ins-size0001", "r", &four, &ResizePlan::SameHost { add: vec![1, 2, 3], drop: vec![] }).await.unwrap();
+    let four = NewShape {
+        instance_type: "GT5.24XLARGE960".into(),
+        cpu: 96,
+        memory_gib: 960,
+        gpu_count: 4,
+    };
+    let r = db
+        .store
+        .instance_resize(
+            &s,
+            "ins-size0001",
+            "r",
+            &four,
+            &ResizePlan::SameHost {
+                add: vec![1, 2, 3],
+                drop: vec![],
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(r.state, InstanceState::Starting);
     assert_eq!(r.gpu_ids.len(), 4);
-    db.store.host_report("host-a", 0, &[obs("ins-size0001", 3, Observed::Running)]).await.unwrap();
-    assert_eq!(state_of(&db.store, &s, "ins-size0001").await, Some(InstanceState::Running));
+    db.store
+        .host_report("host-a", 0, &[obs("ins-size0001", 3, Observed::Running)])
+        .await
+        .unwrap();
+    assert_eq!(
+        state_of(&db.store, &s, "ins-size0001").await,
+        Some(InstanceState::Running)
+    );
     // 4 -> 8 GPUs on another host: host-a holds its 4 GPUs until it lets go.
     let mut filler = inst("ins-fill0001", "host-a", &[4]);
     filler.cpu = 1;
     filler.memory_gib = 1;
     create(&db.store, &s, filler).await.unwrap();
-    db.store.instances_transition(&s, &["ins-size0001".into()], Operation::Stop, "r", &opts).await.unwrap();
-    db.store.host_report("host-a", 0, &[obs("ins-size0001", 4, Observed::Stopped)]).await.unwrap();
-    let eight = NewShape { instance_type: "GT5.48XLARGE1920".into(), cpu: 192, memory_gib: 1920, gpu_count: 8 };
-    let r = db.store.instance_resize(&s, "ins-size0001", "r", &eight, &ResizePlan::Move { host_id: "host-b".into(), gpus: (0..8).collect() }).await.unwrap();
+    db.store
+        .instances_transition(&s, &["ins-size0001".into()], Operation::Stop, "r", &opts)
+        .await
+        .unwrap();
+    db.store
+        .host_report("host-a", 0, &[obs("ins-size0001", 4, Observed::Stopped)])
+        .await
+        .unwrap();
+    let eight = NewShape {
+        instance_type: "GT5.48XLARGE1920".into(),
+        cpu: 192,
+        memory_gib: 1920,
+        gpu_count: 8,
+    };
+    let r = db
+        .store
+        .instance_resize(
+            &s,
+            "ins-size0001",
+            "r",
+            &eight,
+            &ResizePlan::Move {
+                host_id: "host-b".into(),
+                gpus: (0..8).collect(),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(r.host_id.as_deref(), Some("host-b"));
     assert_eq!(r.gpu_ids.len(), 8);
-    let held_on_a: Vec<_> = db.store.gpu_claims().await.unwrap().into_iter().filter(|c| c.2 == "host-a" && c.1 == "ins-size0001").collect();
+    let held_on_a: Vec<_> = db
+        .store
+        .gpu_claims()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.2 == "host-a" && c.1 == "ins-size0001")
+        .collect();
     assert_eq!(held_on_a.len(), 4);
     assert!(held_on_a.iter().all(|c| c.3), "marked released, still held");
     let (_, desired_a) = db.store.host_desired("host-a").await.unwrap();
-    assert_eq!(desired_a.iter().find(|d| d.instance_id == "ins-size0001").unwrap().power, DesiredPower::Absent);
-    let out = db.store.host_report("host-a", 0, &[obs("ins-size0001", 5, Observed::Absent)]).await.unwrap();
-    assert_eq!(out.released.iter().map(|r| r.gpu_indexes.len()).sum::<usize>(), 4);
-    assert!(db.store.gpu_claims().await.unwrap().iter().all(|c| !(c.2 == "host-a" && c.1 == "ins-size0001")));
-    db.store.host_report("host-b", 0, &[obs("ins-size0001", 5, Observed::Running)]).await.unwrap();
-    assert_eq!(state_of(&db.store, &s, "ins-size0001").await, Some(InstanceState::Running));
+    assert_eq!(
+        desired_a
+            .iter()
+            .find(|d| d.instance_id == "ins-size0001")
+            .unwrap()
+            .power,
+        DesiredPower::Absent
+    );
+    let out = db
+        .store
+        .host_report("host-a", 0, &[obs("ins-size0001", 5, Observed::Absent)])
+        .await
+        .unwrap();
+    assert_eq!(
+        out.released
+            .iter()
+            .map(|r| r.gpu_indexes.len())
+            .sum::<usize>(),
+        4
+    );
+    assert!(db
+        .store
+        .gpu_claims()
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| !(c.2 == "host-a" && c.1 == "ins-size0001")));
+    db.store
+        .host_report("host-b", 0, &[obs("ins-size0001", 5, Observed::Running)])
+        .await
+        .unwrap();
+    assert_eq!(
+        state_of(&db.store, &s, "ins-size0001").await,
+        Some(InstanceState::Running)
+    );
     let a = db.store.host_get("host-a").await.unwrap().unwrap();
     assert_eq!(a.cpu_used, 1, "only the filler remains on host-a");
     // 8 -> 2 on the same host: dropped GPUs stay held until the host runs the new spec.
-    db.store.instances_transition(&s, &["ins-size0001".into()], Operation::Stop, "r", &opts).await.unwrap();
-    db.store.host_report("host-b", 0, &[obs("ins-size0001", 6, Observed::Stopped)]).await.unwrap();
-    let two = NewShape { instance_type: "GT5.12XLARGE480".into(), cpu: 48, memory_gib: 480, gpu_count: 2 };
-    db.store.instance_resize(&s, "ins-size0001", "r", &two, &ResizePlan::SameHost { add: vec![], drop: (2..8).collect() }).await.unwrap();
-    assert_eq!(db.store.gpu_claims().await.unwrap().iter().filter(|c| c.2 == "host-b").count(), 8);
-    db.store.host_report("host-b", 0, &[obs("ins-size0001", 7, Observed::Running)]).await.unwrap();
-    assert_eq!(db.store.gpu_claims().await.unwrap().iter().filter(|c| c.2 == "host-b").count(), 2);
+    db.store
+        .instances_transition(&s, &["ins-size0001".into()], Operation::Stop, "r", &opts)
+        .await
+        .unwrap();
+    db.store
+        .host_report("host-b", 0, &[obs("ins-size0001", 6, Observed::Stopped)])
+        .await
+        .unwrap();
+    let two = NewShape {
+        instance_type: "GT5.12XLARGE480".into(),
+        cpu: 48,
+        memory_gib: 480,
+        gpu_count: 2,
+    };
+    db.store
+        .instance_resize(
+            &s,
+            "ins-size0001",
+            "r",
+            &two,
+            &ResizePlan::SameHost {
+                add: vec![],
+                drop: (2..8).collect(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store
+            .gpu_claims()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|c| c.2 == "host-b")
+            .count(),
+        8
+    );
+    db.store
+        .host_report("host-b", 0, &[obs("ins-size0001", 7, Observed::Running)])
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store
+            .gpu_claims()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|c| c.2 == "host-b")
+            .count(),
+        2
+    );
     let b = db.store.host_get("host-b").await.unwrap().unwrap();
     assert_eq!(b.cpu_used, 48);
 });
@@ -283,23 +617,62 @@ both!(resize_on_host_and_by_moving, |db| {
 both!(stop_charging_releases_and_start_reclaims, |db| {
     let s = tenant(&db.store, "t1").await;
     add_host(&db.store, "host-a", 2).await;
-    create(&db.store, &s, inst("ins-stch0001", "host-a", &[0, 1])).await.unwrap();
-    db.store.host_report("host-a", 0, &[obs("ins-stch0001", 1, Observed::Running)]).await.unwrap();
-    let opts = TransitionOpts { stopped_mode: Some("STOP_CHARGING".into()), ..Default::default() };
-    db.store.instances_transition(&s, &["ins-stch0001".into()], Operation::Stop, "r", &opts).await.unwrap();
-    let out = db.store.host_report("host-a", 0, &[obs("ins-stch0001", 2, Observed::Stopped)]).await.unwrap();
+    create(&db.store, &s, inst("ins-stch0001", "host-a", &[0, 1]))
+        .await
+        .unwrap();
+    db.store
+        .host_report("host-a", 0, &[obs("ins-stch0001", 1, Observed::Running)])
+        .await
+        .unwrap();
+    let opts = TransitionOpts {
+        stopped_mode: Some("STOP_CHARGING".into()),
+        ..Default::default()
+    };
+    db.store
+        .instances_transition(&s, &["ins-stch0001".into()], Operation::Stop, "r", &opts)
+        .await
+        .unwrap();
+    let out = db
+        .store
+        .host_report("host-a", 0, &[obs("ins-stch0001", 2, Observed::Stopped)])
+        .await
+        .unwrap();
     assert_eq!(out.released.len(), 1);
     assert!(db.store.gpu_claims().await.unwrap().is_empty());
     // Someone else takes one GPU; the start cannot reclaim both.
-    create(&db.store, &s, inst("ins-stch0002", "host-a", &[0])).await.unwrap();
+    create(&db.store, &s, inst("ins-stch0002", "host-a", &[0]))
+        .await
+        .unwrap();
     let mut re = TransitionOpts::default();
     re.reclaims.insert("ins-stch0001".into(), vec![0, 1]);
-    let e = db.store.instances_transition(&s, &["ins-stch0001".into()], Operation::Start, "r", &re).await.unwrap_err();
+    let e = db
+        .store
+        .instances_transition(&s, &["ins-stch0001".into()], Operation::Start, "r", &re)
+        .await
+        .unwrap_err();
     assert!(matches!(e, TxError::HostConflict(_)));
-    assert_eq!(state_of(&db.store, &s, "ins-stch0001").await, Some(InstanceState::Stopped));
-    db.store.instances_transition(&s, &["ins-stch0002".into()], Operation::Terminate, "r", &TransitionOpts::default()).await.unwrap();
-    db.store.host_report("host-a", 0, &[obs("ins-stch0002", 2, Observed::Absent)]).await.unwrap();
-    db.store.instances_transition(&s, &["ins-stch0001".into()], Operation::Start, "r", &re).await.unwrap();
+    assert_eq!(
+        state_of(&db.store, &s, "ins-stch0001").await,
+        Some(InstanceState::Stopped)
+    );
+    db.store
+        .instances_transition(
+            &s,
+            &["ins-stch0002".into()],
+            Operation::Terminate,
+            "r",
+            &TransitionOpts::default(),
+        )
+        .await
+        .unwrap();
+    db.store
+        .host_report("host-a", 0, &[obs("ins-stch0002", 2, Observed::Absent)])
+        .await
+        .unwrap();
+    db.store
+        .instances_transition(&s, &["ins-stch0001".into()], Operation::Start, "r", &re)
+        .await
+        .unwrap();
     assert_eq!(db.store.gpu_claims().await.unwrap().len(), 2);
 });
 
@@ -307,47 +680,183 @@ both!(tenant_walls, |db| {
     let a = tenant(&db.store, "alice").await;
     let b = tenant(&db.store, "bob").await;
     add_host(&db.store, "host-a", 8).await;
-    create(&db.store, &a, inst("ins-wall0001", "host-a", &[0])).await.unwrap();
-    let key = NewKeyPair { key_id: "skey-wall0001".into(), name: "k".into(), project_id: 0, public_key: "ssh-ed25519 AAAA".into(), fingerprint: "fp".into(), tags: vec![] };
+    create(&db.store, &a, inst("ins-wall0001", "host-a", &[0]))
+        .await
+        .unwrap();
+    let key = NewKeyPair {
+        key_id: "skey-wall0001".into(),
+        name: "k".into(),
+        project_id: 0,
+        public_key: "ssh-ed25519 AAAA".into(),
+        fingerprint: "fp".into(),
+        tags: vec![],
+    };
     db.store.key_pair_create(&a, &key).await.unwrap();
     let ids = vec!["ins-wall0001".to_string()];
-    assert!(db.store.instance_get(&b, "ins-wall0001").await.unwrap().is_none());
+    assert!(db
+        .store
+        .instance_get(&b, "ins-wall0001")
+        .await
+        .unwrap()
+        .is_none());
     assert!(db.store.instances_get(&b, &ids).await.unwrap().is_empty());
-    assert_eq!(db.store.instance_list(&b, &InstanceQuery { limit: 100, ..Default::default() }).await.unwrap().0, 0);
-    let e = db.store.instances_transition(&b, &ids, Operation::Stop, "r", &TransitionOpts::default()).await.unwrap_err();
+    assert_eq!(
+        db.store
+            .instance_list(
+                &b,
+                &InstanceQuery {
+                    limit: 100,
+                    ..Default::default()
+                }
+            )
+            .await
+            .unwrap()
+            .0,
+        0
+    );
+    let e = db
+        .store
+        .instances_transition(&b, &ids, Operation::Stop, "r", &TransitionOpts::default())
+        .await
+        .unwrap_err();
     assert!(matches!(e, TxError::Cloud(CloudError::InstanceNotFound(_))));
-    assert!(matches!(db.store.instances_modify(&b, &ids, Some("x"), None, None, None, None).await, Err(TxError::Cloud(CloudError::InstanceNotFound(_)))));
-    assert!(matches!(db.store.instances_set_keys(&b, &ids, &["skey-wall0001".into()], true).await, Err(TxError::Cloud(CloudError::InstanceNotFound(_)))));
-    let shape = NewShape { instance_type: "x".into(), cpu: 1, memory_gib: 1, gpu_count: 0 };
-    assert!(matches!(db.store.instance_resize(&b, "ins-wall0001", "r", &shape, &ResizePlan::SameHost { add: vec![], drop: vec![] }).await, Err(TxError::Cloud(CloudError::InstanceNotFound(_)))));
-    assert!(db.store.key_pairs(&b, Some(&["skey-wall0001".to_string()])).await.unwrap().is_empty());
-    assert!(matches!(db.store.key_pairs_delete(&b, &["skey-wall0001".into()]).await, Err(TxError::Cloud(CloudError::KeyPairNotFound(_)))));
-    assert!(matches!(db.store.key_pair_modify(&b, "skey-wall0001", Some("n"), None).await, Err(TxError::Cloud(CloudError::KeyPairNotFound(_)))));
+    assert!(matches!(
+        db.store
+            .instances_modify(
+                &b,
+                &ids,
+                &gpucloud_store::instances::InstanceChanges {
+                    name: Some("x".into()),
+                    ..Default::default()
+                }
+            )
+            .await,
+        Err(TxError::Cloud(CloudError::InstanceNotFound(_)))
+    ));
+    assert!(matches!(
+        db.store
+            .instances_set_keys(&b, &ids, &["skey-wall0001".into()], true)
+            .await,
+        Err(TxError::Cloud(CloudError::InstanceNotFound(_)))
+    ));
+    let shape = NewShape {
+        instance_type: "x".into(),
+        cpu: 1,
+        memory_gib: 1,
+        gpu_count: 0,
+    };
+    assert!(matches!(
+        db.store
+            .instance_resize(
+                &b,
+                "ins-wall0001",
+                "r",
+                &shape,
+                &ResizePlan::SameHost {
+                    add: vec![],
+                    drop: vec![]
+                }
+            )
+            .await,
+        Err(TxError::Cloud(CloudError::InstanceNotFound(_)))
+    ));
+    assert!(db
+        .store
+        .key_pairs(&b, Some(&["skey-wall0001".to_string()]))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        db.store
+            .key_pairs_delete(&b, &["skey-wall0001".into()])
+            .await,
+        Err(TxError::Cloud(CloudError::KeyPairNotFound(_)))
+    ));
+    assert!(matches!(
+        db.store
+            .key_pair_modify(&b, "skey-wall0001", Some("n"), None)
+            .await,
+        Err(TxError::Cloud(CloudError::KeyPairNotFound(_)))
+    ));
     // The same key name is fine in another tenant.
-    db.store.key_pair_create(&b, &NewKeyPair { key_id: "skey-wall0002".into(), ..key.clone() }).await.unwrap();
+    db.store
+        .key_pair_create(
+            &b,
+            &NewKeyPair {
+                key_id: "skey-wall0002".into(),
+                ..key.clone()
+            },
+        )
+        .await
+        .unwrap();
     // Alice still sees hers untouched.
-    assert_eq!(db.store.instance_get(&a, "ins-wall0001").await.unwrap().unwrap().name, "ins-wall0001");
+    assert_eq!(
+        db.store
+            .instance_get(&a, "ins-wall0001")
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "ins-wall0001"
+    );
 });
 
 both!(key_pairs_rules, |db| {
     let s = tenant(&db.store, "t1").await;
     add_host(&db.store, "host-a", 8).await;
-    let k = NewKeyPair { key_id: "skey-kkkkkk01".into(), name: "main".into(), project_id: 0, public_key: "ssh-ed25519 AAAA".into(), fingerprint: "fp1".into(), tags: vec![] };
+    let k = NewKeyPair {
+        key_id: "skey-kkkkkk01".into(),
+        name: "main".into(),
+        project_id: 0,
+        public_key: "ssh-ed25519 AAAA".into(),
+        fingerprint: "fp1".into(),
+        tags: vec![],
+    };
     db.store.key_pair_create(&s, &k).await.unwrap();
-    let dup_name = NewKeyPair { key_id: "skey-kkkkkk02".into(), fingerprint: "fp2".into(), ..k.clone() };
-    assert!(matches!(db.store.key_pair_create(&s, &dup_name).await, Err(TxError::Cloud(CloudError::KeyPairNameDuplicate(_)))));
-    let dup_key = NewKeyPair { key_id: "skey-kkkkkk03".into(), name: "other".into(), ..k.clone() };
-    assert!(matches!(db.store.key_pair_create(&s, &dup_key).await, Err(TxError::Cloud(CloudError::PublicKeyDuplicate(_)))));
+    let dup_name = NewKeyPair {
+        key_id: "skey-kkkkkk02".into(),
+        fingerprint: "fp2".into(),
+        ..k.clone()
+    };
+    assert!(matches!(
+        db.store.key_pair_create(&s, &dup_name).await,
+        Err(TxError::Cloud(CloudError::KeyPairNameDuplicate(_)))
+    ));
+    let dup_key = NewKeyPair {
+        key_id: "skey-kkkkkk03".into(),
+        name: "other".into(),
+        ..k.clone()
+    };
+    assert!(matches!(
+        db.store.key_pair_create(&s, &dup_key).await,
+        Err(TxError::Cloud(CloudError::PublicKeyDuplicate(_)))
+    ));
     let mut i = inst("ins-keys0001", "host-a", &[0]);
     i.key_ids = vec!["skey-kkkkkk01".into()];
     create(&db.store, &s, i).await.unwrap();
     let kp = db.store.key_pairs(&s, None).await.unwrap();
     assert_eq!(kp[0].instance_ids, vec!["ins-keys0001".to_string()]);
-    assert!(matches!(db.store.key_pairs_delete(&s, &["skey-kkkkkk01".into()]).await, Err(TxError::Cloud(CloudError::KeyPairInUse { .. }))));
+    assert!(matches!(
+        db.store
+            .key_pairs_delete(&s, &["skey-kkkkkk01".into()])
+            .await,
+        Err(TxError::Cloud(CloudError::KeyPairInUse { .. }))
+    ));
     let (_, desired) = db.store.host_desired("host-a").await.unwrap();
     assert_eq!(desired[0].public_keys, vec!["ssh-ed25519 AAAA".to_string()]);
-    db.store.instances_set_keys(&s, &["ins-keys0001".into()], &["skey-kkkkkk01".into()], false).await.unwrap();
-    db.store.key_pairs_delete(&s, &["skey-kkkkkk01".into()]).await.unwrap();
+    db.store
+        .instances_set_keys(
+            &s,
+            &["ins-keys0001".into()],
+            &["skey-kkkkkk01".into()],
+            false,
+        )
+        .await
+        .unwrap();
+    db.store
+        .key_pairs_delete(&s, &["skey-kkkkkk01".into()])
+        .await
+        .unwrap();
     assert!(db.store.key_pairs(&s, None).await.unwrap().is_empty());
 });
 
@@ -356,29 +865,95 @@ both!(placement_groups_enforce_spread_and_quota, |db| {
     add_host(&db.store, "host-a", 8).await;
     add_host(&db.store, "host-b", 8).await;
     let g = gpucloud_store::groups::GroupRow {
-        group_id: "ps-grp00001".into(), name: "g".into(), group_type: "HOST".into(), quota: 2, affinity: 1,
-        strategy: "SPREAD".into(), partition_count: 0, tags: vec![], created_at: 1, instance_ids: vec![],
+        group_id: "ps-grp00001".into(),
+        name: "g".into(),
+        group_type: "HOST".into(),
+        quota: 2,
+        affinity: 1,
+        strategy: "SPREAD".into(),
+        partition_count: 0,
+        tags: vec![],
+        created_at: 1,
+        instance_ids: vec![],
     };
     db.store.group_create(&s, &g, Some("tok")).await.unwrap();
-    let again = db.store.group_create(&s, &gpucloud_store::groups::GroupRow { group_id: "ps-grp00002".into(), ..g.clone() }, Some("tok")).await.unwrap();
+    let again = db
+        .store
+        .group_create(
+            &s,
+            &gpucloud_store::groups::GroupRow {
+                group_id: "ps-grp00002".into(),
+                ..g.clone()
+            },
+            Some("tok"),
+        )
+        .await
+        .unwrap();
     assert_eq!(again.group_id, "ps-grp00001");
     let grp = Some(("ps-grp00001".to_string(), "HOST".to_string(), 2));
     let mut a = inst("ins-grp00001", "host-a", &[0]);
     a.placement_group_id = Some("ps-grp00001".into());
-    db.store.instances_create(&s, &CreateBatch { group: grp.clone(), ..batch(vec![a], None) }).await.unwrap();
+    db.store
+        .instances_create(
+            &s,
+            &CreateBatch {
+                group: grp.clone(),
+                ..batch(vec![a], None)
+            },
+        )
+        .await
+        .unwrap();
     let mut b = inst("ins-grp00002", "host-a", &[1]);
     b.placement_group_id = Some("ps-grp00001".into());
-    let e = db.store.instances_create(&s, &CreateBatch { group: grp.clone(), ..batch(vec![b.clone()], None) }).await.unwrap_err();
-    assert!(matches!(e, TxError::HostConflict(_)), "same host refused: {e:?}");
+    let e = db
+        .store
+        .instances_create(
+            &s,
+            &CreateBatch {
+                group: grp.clone(),
+                ..batch(vec![b.clone()], None)
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, TxError::HostConflict(_)),
+        "same host refused: {e:?}"
+    );
     b.host_id = "host-b".into();
-    db.store.instances_create(&s, &CreateBatch { group: grp.clone(), ..batch(vec![b], None) }).await.unwrap();
+    db.store
+        .instances_create(
+            &s,
+            &CreateBatch {
+                group: grp.clone(),
+                ..batch(vec![b], None)
+            },
+        )
+        .await
+        .unwrap();
     let mut c = inst("ins-grp00003", "host-b", &[2]);
     c.placement_group_id = Some("ps-grp00001".into());
-    let e = db.store.instances_create(&s, &CreateBatch { group: grp, ..batch(vec![c], None) }).await.unwrap_err();
-    assert!(matches!(e, TxError::Cloud(CloudError::PlacementGroupQuota { .. })), "{e:?}");
+    let e = db
+        .store
+        .instances_create(
+            &s,
+            &CreateBatch {
+                group: grp,
+                ..batch(vec![c], None)
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, TxError::Cloud(CloudError::PlacementGroupQuota { .. })),
+        "{e:?}"
+    );
     let groups = db.store.groups(&s, None).await.unwrap();
     assert_eq!(groups[0].instance_ids.len(), 2);
-    assert!(matches!(db.store.groups_delete(&s, &["ps-grp00001".into()]).await, Err(TxError::Cloud(CloudError::PlacementGroupNotEmpty(_)))));
+    assert!(matches!(
+        db.store.groups_delete(&s, &["ps-grp00001".into()]).await,
+        Err(TxError::Cloud(CloudError::PlacementGroupNotEmpty(_)))
+    ));
 });
 
 both!(private_ips_are_unique_and_reused, |db| {
@@ -390,12 +965,20 @@ both!(private_ips_are_unique_and_reused, |db| {
         n.cpu = 1;
         n.memory_gib = 1;
         create(&db.store, &s, n).await.unwrap();
-        let got = db.store.instance_get(&s, &format!("ins-ipam{i:04}")).await.unwrap().unwrap();
+        let got = db
+            .store
+            .instance_get(&s, &format!("ins-ipam{i:04}"))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(ips.insert(got.private_ip.clone().unwrap()));
         assert!(got.vpc_id.unwrap().starts_with("vpc-"));
     }
     assert!(ips.contains("172.16.32.2"));
-    assert!(!ips.contains("172.16.32.1"), "the gateway is never handed out");
+    assert!(
+        !ips.contains("172.16.32.1"),
+        "the gateway is never handed out"
+    );
 });
 
 both!(describe_filters_and_paging, |db| {
@@ -403,20 +986,76 @@ both!(describe_filters_and_paging, |db| {
     add_host(&db.store, "host-a", 8).await;
     for i in 0..6 {
         let mut n = inst(&format!("ins-list{i:04}"), "host-a", &[i]);
-        n.name = if i % 2 == 0 { format!("web-{i}") } else { format!("db_{i}") };
+        n.name = if i % 2 == 0 {
+            format!("web-{i}")
+        } else {
+            format!("db_{i}")
+        };
         create(&db.store, &s, n).await.unwrap();
     }
     let q = |f: fn(&mut InstanceQuery)| {
-        let mut q = InstanceQuery { limit: 100, ..Default::default() };
+        let mut q = InstanceQuery {
+            limit: 100,
+            ..Default::default()
+        };
         f(&mut q);
         q
     };
-    assert_eq!(db.store.instance_list(&s, &q(|q| q.names = vec!["web".into()])).await.unwrap().0, 3);
+    assert_eq!(
+        db.store
+            .instance_list(&s, &q(|q| q.names = vec!["web".into()]))
+            .await
+            .unwrap()
+            .0,
+        3
+    );
     // `_` in a name filter is literal, not a wildcard.
-    assert_eq!(db.store.instance_list(&s, &q(|q| q.names = vec!["db_".into()])).await.unwrap().0, 3);
-    assert_eq!(db.store.instance_list(&s, &q(|q| q.states = vec!["PENDING".into()])).await.unwrap().0, 6);
-    assert_eq!(db.store.instance_list(&s, &q(|q| q.states = vec!["RUNNING".into()])).await.unwrap().0, 0);
-    assert_eq!(db.store.instance_list(&s, &q(|q| q.ids = vec!["ins-list0001".into(), "ins-list0002".into()])).await.unwrap().0, 2);
-    let (total, page) = db.store.instance_list(&s, &InstanceQuery { limit: 4, offset: 4, ..Default::default() }).await.unwrap();
+    assert_eq!(
+        db.store
+            .instance_list(&s, &q(|q| q.names = vec!["db_".into()]))
+            .await
+            .unwrap()
+            .0,
+        3
+    );
+    assert_eq!(
+        db.store
+            .instance_list(&s, &q(|q| q.states = vec!["PENDING".into()]))
+            .await
+            .unwrap()
+            .0,
+        6
+    );
+    assert_eq!(
+        db.store
+            .instance_list(&s, &q(|q| q.states = vec!["RUNNING".into()]))
+            .await
+            .unwrap()
+            .0,
+        0
+    );
+    assert_eq!(
+        db.store
+            .instance_list(
+                &s,
+                &q(|q| q.ids = vec!["ins-list0001".into(), "ins-list0002".into()])
+            )
+            .await
+            .unwrap()
+            .0,
+        2
+    );
+    let (total, page) = db
+        .store
+        .instance_list(
+            &s,
+            &InstanceQuery {
+                limit: 4,
+                offset: 4,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!((total, page.len()), (6, 2));
 });

@@ -52,7 +52,10 @@ fn one_of(name: &str, value: &str, allowed: &[&str]) -> R<()> {
     if allowed.contains(&value) {
         Ok(())
     } else {
-        Err(CloudError::value(name, format!("`{value}` is not one of {}", allowed.join(", "))))
+        Err(CloudError::value(
+            name,
+            format!("`{value}` is not one of {}", allowed.join(", ")),
+        ))
     }
 }
 
@@ -90,10 +93,9 @@ fn project_check(p: Option<i64>) -> R<i64> {
 fn tags_of(spec: &Option<Vec<TagSpecification>>, resource: &str) -> R<Vec<(String, String)>> {
     let mut out = Vec::new();
     for (i, s) in spec.iter().flatten().enumerate() {
-        let rt = s
-            .resource_type
-            .clone()
-            .ok_or_else(|| CloudError::MissingParameter(format!("TagSpecification.{i}.ResourceType")))?;
+        let rt = s.resource_type.clone().ok_or_else(|| {
+            CloudError::MissingParameter(format!("TagSpecification.{i}.ResourceType"))
+        })?;
         if rt != resource {
             continue;
         }
@@ -102,7 +104,10 @@ fn tags_of(spec: &Option<Vec<TagSpecification>>, resource: &str) -> R<Vec<(Strin
                 CloudError::MissingParameter(format!("TagSpecification.{i}.Tags.Key"))
             })?;
             if k.len() > 127 {
-                return Err(CloudError::value("TagSpecification.Tags.Key", "at most 127 characters"));
+                return Err(CloudError::value(
+                    "TagSpecification.Tags.Key",
+                    "at most 127 characters",
+                ));
             }
             out.push((k, t.value.clone().unwrap_or_default()));
         }
@@ -122,7 +127,11 @@ fn tags_of(spec: &Option<Vec<TagSpecification>>, resource: &str) -> R<Vec<(Strin
 // ---------------------------------------------------------------------------
 
 /// `DescribeRegions`.
-pub async fn describe_regions(app: &App, ctx: &Ctx, _req: DescribeRegionsRequest) -> R<DescribeRegionsResponse> {
+pub async fn describe_regions(
+    app: &App,
+    ctx: &Ctx,
+    _req: DescribeRegionsRequest,
+) -> R<DescribeRegionsResponse> {
     let r = region::region(&app.cfg.region).ok_or(CloudError::Internal)?;
     Ok(DescribeRegionsResponse {
         total_count: 1,
@@ -135,7 +144,11 @@ pub async fn describe_regions(app: &App, ctx: &Ctx, _req: DescribeRegionsRequest
 }
 
 /// `DescribeZones`.
-pub async fn describe_zones(app: &App, ctx: &Ctx, _req: DescribeZonesRequest) -> R<DescribeZonesResponse> {
+pub async fn describe_zones(
+    app: &App,
+    ctx: &Ctx,
+    _req: DescribeZonesRequest,
+) -> R<DescribeZonesResponse> {
     let with_hosts: Vec<String> = app.sched.with_index(|i| i.zones().into_iter().collect());
     let zones = catalog::zones(app);
     let set: Vec<ZoneInfo> = zones
@@ -164,8 +177,17 @@ pub async fn describe_instance_type_configs(
     _ctx: &Ctx,
     req: DescribeInstanceTypeConfigsRequest,
 ) -> R<DescribeInstanceTypeConfigsResponse> {
-    let f = filters(req.filters, &["zone", "instance-family", "instance-type"], 10, 100)?;
-    let (zf, ff, tf) = (values_of(&f, "zone"), values_of(&f, "instance-family"), values_of(&f, "instance-type"));
+    let f = filters(
+        req.filters,
+        &["zone", "instance-family", "instance-type"],
+        10,
+        100,
+    )?;
+    let (zf, ff, tf) = (
+        values_of(&f, "zone"),
+        values_of(&f, "instance-family"),
+        values_of(&f, "instance-type"),
+    );
     for t in &tf {
         if !cat::is_well_formed_type(t) {
             return Err(CloudError::InstanceTypeMalformed(t.to_string()));
@@ -210,7 +232,13 @@ pub async fn describe_zone_instance_config_infos(
 ) -> R<DescribeZoneInstanceConfigInfosResponse> {
     let f = filters(
         req.filters,
-        &["zone", "instance-family", "instance-type", "instance-charge-type", "sort-keys"],
+        &[
+            "zone",
+            "instance-family",
+            "instance-type",
+            "instance-charge-type",
+            "sort-keys",
+        ],
         10,
         100,
     )?;
@@ -221,12 +249,19 @@ pub async fn describe_zone_instance_config_infos(
         values_of(&f, "instance-charge-type"),
     );
     for c in &cf {
-        one_of("Filters.instance-charge-type", c, &["POSTPAID_BY_HOUR", "PREPAID", "SPOTPAID"])?;
+        one_of(
+            "Filters.instance-charge-type",
+            c,
+            &["POSTPAID_BY_HOUR", "PREPAID", "SPOTPAID"],
+        )?;
     }
     let charges: Vec<&str> = if cf.is_empty() {
         vec!["POSTPAID_BY_HOUR", "PREPAID"]
     } else {
-        cf.iter().map(|s| s.as_str()).filter(|c| *c != "SPOTPAID").collect()
+        cf.iter()
+            .map(|s| s.as_str())
+            .filter(|c| *c != "SPOTPAID")
+            .collect()
     };
     let mut out = Vec::new();
     for zone in catalog::zones(app) {
@@ -283,7 +318,12 @@ pub async fn describe_zone_instance_config_infos(
             match field {
                 "cpu" => out.sort_by_key(|i| if desc { -i.cpu } else { i.cpu }),
                 "mem" => out.sort_by_key(|i| if desc { -i.memory } else { i.memory }),
-                _ => return Err(CloudError::value("Filters.sort-keys", format!("`{k}`: sort by cpu or mem, e.g. cpu:desc"))),
+                _ => {
+                    return Err(CloudError::value(
+                        "Filters.sort-keys",
+                        format!("`{k}`: sort by cpu or mem, e.g. cpu:desc"),
+                    ))
+                }
             }
         }
     }
@@ -293,7 +333,11 @@ pub async fn describe_zone_instance_config_infos(
 }
 
 /// `DescribeImages`.
-pub async fn describe_images(app: &App, ctx: &Ctx, req: DescribeImagesRequest) -> R<DescribeImagesResponse> {
+pub async fn describe_images(
+    app: &App,
+    ctx: &Ctx,
+    req: DescribeImagesRequest,
+) -> R<DescribeImagesResponse> {
     if req.image_ids.is_some() && req.filters.is_some() {
         return Err(CloudError::ParameterCombination(
             "ImageIds and Filters cannot be used together".into(),
@@ -302,7 +346,16 @@ pub async fn describe_images(app: &App, ctx: &Ctx, req: DescribeImagesRequest) -
     let wanted = ids("ImageIds", req.image_ids, IdKind::Image, false, 100)?;
     let f = filters(
         req.filters,
-        &["image-id", "image-type", "image-name", "platform", "tag-key", "tag-value", "tag:", "image-state"],
+        &[
+            "image-id",
+            "image-type",
+            "image-name",
+            "platform",
+            "tag-key",
+            "tag-value",
+            "tag:",
+            "image-state",
+        ],
         10,
         5,
     )?;
@@ -310,7 +363,11 @@ pub async fn describe_images(app: &App, ctx: &Ctx, req: DescribeImagesRequest) -
     if let Some(t) = &req.instance_type {
         type_check(t)?;
     }
-    let all = app.store.images_visible(&ctx.scope).await.map_err(internal)?;
+    let all = app
+        .store
+        .images_visible(&ctx.scope)
+        .await
+        .map_err(internal)?;
     let matches = |i: &&gpucloud_store::images::ImageRow| {
         (wanted.is_empty() || wanted.contains(&i.image_id))
             && f.iter().all(|(n, v)| match n.as_str() {
@@ -326,7 +383,11 @@ pub async fn describe_images(app: &App, ctx: &Ctx, req: DescribeImagesRequest) -
     let list: Vec<Image> = all.iter().filter(matches).map(images::to_api).collect();
     let total = list.len() as i64;
     Ok(DescribeImagesResponse {
-        image_set: list.into_iter().skip(offset as usize).take(limit as usize).collect(),
+        image_set: list
+            .into_iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .collect(),
         total_count: total,
     })
 }
@@ -363,18 +424,26 @@ fn charge_of(kind: Option<&str>, prepaid: Option<&InstanceChargePrepaid>) -> R<C
             renew_flag: None,
         });
     }
-    let p = prepaid.ok_or_else(|| CloudError::MissingParameter("InstanceChargePrepaid.Period".into()))?;
+    let p = prepaid
+        .ok_or_else(|| CloudError::MissingParameter("InstanceChargePrepaid.Period".into()))?;
     let period = p
         .period
         .ok_or_else(|| CloudError::MissingParameter("InstanceChargePrepaid.Period".into()))?;
     if !pricing::valid_period(period) {
         return Err(CloudError::InvalidPeriod(period));
     }
-    let flag = p.renew_flag.clone().unwrap_or_else(|| "NOTIFY_AND_MANUAL_RENEW".into());
+    let flag = p
+        .renew_flag
+        .clone()
+        .unwrap_or_else(|| "NOTIFY_AND_MANUAL_RENEW".into());
     one_of(
         "InstanceChargePrepaid.RenewFlag",
         &flag,
-        &["NOTIFY_AND_AUTO_RENEW", "NOTIFY_AND_MANUAL_RENEW", "DISABLE_NOTIFY_AND_MANUAL_RENEW"],
+        &[
+            "NOTIFY_AND_AUTO_RENEW",
+            "NOTIFY_AND_MANUAL_RENEW",
+            "DISABLE_NOTIFY_AND_MANUAL_RENEW",
+        ],
     )?;
     Ok(Charge {
         kind,
@@ -388,7 +457,11 @@ fn internet_of(i: &Option<InternetAccessible>) -> R<serde_json::Value> {
         return Ok(serde_json::json!({}));
     };
     if let Some(ct) = &i.internet_charge_type {
-        one_of("InternetAccessible.InternetChargeType", ct, INTERNET_CHARGE_TYPES)?;
+        one_of(
+            "InternetAccessible.InternetChargeType",
+            ct,
+            INTERNET_CHARGE_TYPES,
+        )?;
     }
     let bw = i.internet_max_bandwidth_out.unwrap_or(0);
     if !(0..=65_535).contains(&bw) {
@@ -405,13 +478,19 @@ fn internet_of(i: &Option<InternetAccessible>) -> R<serde_json::Value> {
                 .into(),
         ));
     }
-    unsupported_if(&i.bandwidth_package_id, "InternetAccessible.BandwidthPackageId")?;
+    unsupported_if(
+        &i.bandwidth_package_id,
+        "InternetAccessible.BandwidthPackageId",
+    )?;
     Ok(serde_json::to_value(i).unwrap_or_default())
 }
 
 fn system_disk_of(d: &Option<SystemDisk>) -> R<serde_json::Value> {
     let d = d.clone().unwrap_or_default();
-    let ty = d.disk_type.clone().unwrap_or_else(|| "CLOUD_PREMIUM".into());
+    let ty = d
+        .disk_type
+        .clone()
+        .unwrap_or_else(|| "CLOUD_PREMIUM".into());
     one_of("SystemDisk.DiskType", &ty, DISK_TYPES)?;
     let size = d.disk_size.unwrap_or(50);
     if !(20..=2048).contains(&size) {
@@ -457,7 +536,10 @@ fn data_disks_of(d: &Option<Vec<DataDisk>>) -> R<serde_json::Value> {
                 value: size,
             });
         }
-        let ty = d.disk_type.clone().unwrap_or_else(|| "CLOUD_PREMIUM".into());
+        let ty = d
+            .disk_type
+            .clone()
+            .unwrap_or_else(|| "CLOUD_PREMIUM".into());
         one_of(&format!("DataDisks.{i}.DiskType"), &ty, DATA_DISK_TYPES)?;
         unsupported_if(&d.snapshot_id, "DataDisks.SnapshotId")?;
         if d.encrypt == Some(true) {
@@ -487,29 +569,46 @@ async fn login_of(app: &App, ctx: &Ctx, l: &Option<LoginSettings>) -> R<Login> {
             key_ids: vec![],
         });
     };
-    let given = [l.password.is_some(), l.key_ids.as_ref().is_some_and(|k| !k.is_empty()), l.keep_image_login.as_deref() == Some("true")]
-        .iter()
-        .filter(|x| **x)
-        .count();
+    let given = [
+        l.password.is_some(),
+        l.key_ids.as_ref().is_some_and(|k| !k.is_empty()),
+        l.keep_image_login.as_deref() == Some("true"),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
     if given > 1 {
         return Err(CloudError::ParameterCombination(
             "LoginSettings takes one of Password, KeyIds or KeepImageLogin".into(),
         ));
     }
     if let Some(k) = &l.keep_image_login {
-        one_of("LoginSettings.KeepImageLogin", k, &["true", "false", "TRUE", "FALSE"])?;
+        one_of(
+            "LoginSettings.KeepImageLogin",
+            k,
+            &["true", "false", "TRUE", "FALSE"],
+        )?;
     }
     if let Some(p) = &l.password {
         validate::password(p)?;
     }
-    let key_ids = ids("LoginSettings.KeyIds", l.key_ids.clone(), IdKind::KeyPair, false, 20)?;
+    let key_ids = ids(
+        "LoginSettings.KeyIds",
+        l.key_ids.clone(),
+        IdKind::KeyPair,
+        false,
+        20,
+    )?;
     if !key_ids.is_empty() {
         let found = app
             .store
             .key_pairs(&ctx.scope, Some(&key_ids))
             .await
             .map_err(internal)?;
-        if let Some(missing) = key_ids.iter().find(|k| !found.iter().any(|f| &f.key_id == *k)) {
+        if let Some(missing) = key_ids
+            .iter()
+            .find(|k| !found.iter().any(|f| &f.key_id == *k))
+        {
             return Err(CloudError::LoginKeyPairNotFound(missing.clone()));
         }
     }
@@ -520,8 +619,16 @@ async fn login_of(app: &App, ctx: &Ctx, l: &Option<LoginSettings>) -> R<Login> {
 }
 
 async fn group_of(app: &App, ctx: &Ctx, given: Option<Vec<String>>) -> R<Option<GroupConstraint>> {
-    let g = ids("DisasterRecoverGroupIds", given, IdKind::PlacementGroup, false, 1)?;
-    let Some(gid) = g.first() else { return Ok(None) };
+    let g = ids(
+        "DisasterRecoverGroupIds",
+        given,
+        IdKind::PlacementGroup,
+        false,
+        1,
+    )?;
+    let Some(gid) = g.first() else {
+        return Ok(None);
+    };
     let group = app
         .store
         .groups(&ctx.scope, Some(&g))
@@ -552,7 +659,11 @@ async fn vpc_check(app: &App, ctx: &Ctx, zone: &str, v: &Option<VirtualPrivateCl
         .subnet_id
         .clone()
         .ok_or_else(|| CloudError::MissingParameter("VirtualPrivateCloud.SubnetId".into()))?;
-    if !is_valid(IdKind::Vpc, &vpc) || !gpucloud_store::network::vpc_exists(&app.store, &ctx.scope, &vpc).await.map_err(internal)? {
+    if !is_valid(IdKind::Vpc, &vpc)
+        || !gpucloud_store::network::vpc_exists(&app.store, &ctx.scope, &vpc)
+            .await
+            .map_err(internal)?
+    {
         return Err(CloudError::VpcNotFound(vpc));
     }
     let (svpc, szone, _) = gpucloud_store::network::subnet_get(&app.store, &ctx.scope, &subnet)
@@ -560,19 +671,34 @@ async fn vpc_check(app: &App, ctx: &Ctx, zone: &str, v: &Option<VirtualPrivateCl
         .map_err(internal)?
         .ok_or_else(|| CloudError::SubnetNotFound(subnet.clone()))?;
     if svpc != vpc {
-        return Err(CloudError::value("VirtualPrivateCloud.SubnetId", format!("subnet {subnet} is not in {vpc}")));
+        return Err(CloudError::value(
+            "VirtualPrivateCloud.SubnetId",
+            format!("subnet {subnet} is not in {vpc}"),
+        ));
     }
     if szone != zone {
-        return Err(CloudError::value("VirtualPrivateCloud.SubnetId", format!("subnet {subnet} is in {szone}, not {zone}")));
+        return Err(CloudError::value(
+            "VirtualPrivateCloud.SubnetId",
+            format!("subnet {subnet} is in {szone}, not {zone}"),
+        ));
     }
-    if v.private_ip_addresses.as_ref().is_some_and(|p| !p.is_empty()) {
-        return Err(CloudError::Unsupported("choosing private IP addresses".into()));
+    if v.private_ip_addresses
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        return Err(CloudError::Unsupported(
+            "choosing private IP addresses".into(),
+        ));
     }
     Ok(())
 }
 
 /// `RunInstances`.
-pub async fn run_instances(app: &App, ctx: &Ctx, req: RunInstancesRequest) -> R<RunInstancesResponse> {
+pub async fn run_instances(
+    app: &App,
+    ctx: &Ctx,
+    req: RunInstancesRequest,
+) -> R<RunInstancesResponse> {
     unsupported_if(&req.launch_template, "LaunchTemplate")?;
     unsupported_if(&req.hpc_cluster_id, "HpcClusterId")?;
     unsupported_if(&req.dedicated_cluster_id, "DedicatedClusterId")?;
@@ -596,7 +722,10 @@ pub async fn run_instances(app: &App, ctx: &Ctx, req: RunInstancesRequest) -> R<
     zone_check(app, &zone)?;
     unsupported_if(&placement.host_ids, "Placement.HostIds (dedicated hosts)")?;
     unsupported_if(&placement.host_id, "Placement.HostId (dedicated hosts)")?;
-    unsupported_if(&placement.dedicated_resource_pack_ids, "dedicated resource packs")?;
+    unsupported_if(
+        &placement.dedicated_resource_pack_ids,
+        "dedicated resource packs",
+    )?;
     let project_id = project_check(placement.project_id)?;
     let image_id = req
         .image_id
@@ -618,7 +747,10 @@ pub async fn run_instances(app: &App, ctx: &Ctx, req: RunInstancesRequest) -> R<
             zone,
         });
     }
-    let charge = charge_of(req.instance_charge_type.as_deref(), req.instance_charge_prepaid.as_ref())?;
+    let charge = charge_of(
+        req.instance_charge_type.as_deref(),
+        req.instance_charge_prepaid.as_ref(),
+    )?;
     let count = req.instance_count.unwrap_or(1);
     if !(1..=500).contains(&count) {
         return Err(CloudError::Range {
@@ -641,7 +773,9 @@ pub async fn run_instances(app: &App, ctx: &Ctx, req: RunInstancesRequest) -> R<
         None => count,
     };
     let names = validate::instance_names(
-        req.instance_name.as_deref().unwrap_or(validate::DEFAULT_INSTANCE_NAME),
+        req.instance_name
+            .as_deref()
+            .unwrap_or(validate::DEFAULT_INSTANCE_NAME),
         count as usize,
     )?;
     let host_names: Vec<Option<String>> = match &req.host_name {
@@ -747,7 +881,12 @@ const INSTANCE_FILTERS: &[&str] = &[
 fn parse_time(name: &str, s: &str) -> R<i64> {
     chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
         .map(|t| t.and_utc().timestamp_millis())
-        .map_err(|_| CloudError::value(format!("Filters.{name}"), format!("`{s}` is not a time like 2024-06-01 00:00:00")))
+        .map_err(|_| {
+            CloudError::value(
+                format!("Filters.{name}"),
+                format!("`{s}` is not a time like 2024-06-01 00:00:00"),
+            )
+        })
 }
 
 async fn os_names(app: &App, ctx: &Ctx) -> R<HashMap<String, String>> {
@@ -762,13 +901,25 @@ async fn os_names(app: &App, ctx: &Ctx) -> R<HashMap<String, String>> {
 }
 
 /// `DescribeInstances`.
-pub async fn describe_instances(app: &App, ctx: &Ctx, req: DescribeInstancesRequest) -> R<DescribeInstancesResponse> {
-    if req.instance_ids.as_ref().is_some_and(|v| !v.is_empty()) && req.filters.as_ref().is_some_and(|v| !v.is_empty()) {
+pub async fn describe_instances(
+    app: &App,
+    ctx: &Ctx,
+    req: DescribeInstancesRequest,
+) -> R<DescribeInstancesResponse> {
+    if req.instance_ids.as_ref().is_some_and(|v| !v.is_empty())
+        && req.filters.as_ref().is_some_and(|v| !v.is_empty())
+    {
         return Err(CloudError::ParameterCombination(
             "InstanceIds and Filters cannot be used together".into(),
         ));
     }
-    let wanted = ids("InstanceIds", req.instance_ids, IdKind::Instance, false, 100)?;
+    let wanted = ids(
+        "InstanceIds",
+        req.instance_ids,
+        IdKind::Instance,
+        false,
+        100,
+    )?;
     let f = filters(req.filters, INSTANCE_FILTERS, 10, 5)?;
     let (offset, limit) = paging(req.offset, req.limit, 100)?;
     let mut q = InstanceQuery {
@@ -821,16 +972,24 @@ pub async fn describe_instances(app: &App, ctx: &Ctx, req: DescribeInstancesRequ
         });
     }
     let (total, rows) = if in_memory.is_empty() {
-        app.store.instance_list(&ctx.scope, &q).await.map_err(internal)?
+        app.store
+            .instance_list(&ctx.scope, &q)
+            .await
+            .map_err(internal)?
     } else {
         let mut all_q = q.clone();
         all_q.offset = 0;
         all_q.limit = 100_000;
-        let (_, rows) = app.store.instance_list(&ctx.scope, &all_q).await.map_err(internal)?;
+        let (_, rows) = app
+            .store
+            .instance_list(&ctx.scope, &all_q)
+            .await
+            .map_err(internal)?;
         let kept: Vec<_> = rows
             .into_iter()
             .filter(|r| {
-                let tags: Vec<(String, String)> = serde_json::from_value(r.tags.clone()).unwrap_or_default();
+                let tags: Vec<(String, String)> =
+                    serde_json::from_value(r.tags.clone()).unwrap_or_default();
                 tags_match(&tags, &in_memory)
                     && in_memory
                         .iter()
@@ -839,7 +998,13 @@ pub async fn describe_instances(app: &App, ctx: &Ctx, req: DescribeInstancesRequ
             })
             .collect();
         let total = kept.len() as i64;
-        (total, kept.into_iter().skip(offset as usize).take(limit as usize).collect())
+        (
+            total,
+            kept.into_iter()
+                .skip(offset as usize)
+                .take(limit as usize)
+                .collect(),
+        )
     };
     let os = os_names(app, ctx).await?;
     Ok(DescribeInstancesResponse {
@@ -857,7 +1022,13 @@ pub async fn describe_instances_status(
     ctx: &Ctx,
     req: DescribeInstancesStatusRequest,
 ) -> R<DescribeInstancesStatusResponse> {
-    let wanted = ids("InstanceIds", req.instance_ids, IdKind::Instance, false, 100)?;
+    let wanted = ids(
+        "InstanceIds",
+        req.instance_ids,
+        IdKind::Instance,
+        false,
+        100,
+    )?;
     let (offset, limit) = paging(req.offset, req.limit, 100)?;
     let (total, rows) = app
         .store
@@ -910,7 +1081,10 @@ pub async fn stop_instances(app: &App, ctx: &Ctx, req: StopInstancesRequest) -> 
         (None, Some(true)) => "HARD".into(),
         (None, _) => "SOFT".into(),
     };
-    let mode = req.stopped_mode.clone().unwrap_or_else(|| "KEEP_CHARGING".into());
+    let mode = req
+        .stopped_mode
+        .clone()
+        .unwrap_or_else(|| "KEEP_CHARGING".into());
     one_of("StoppedMode", &mode, &["KEEP_CHARGING", "STOP_CHARGING"])?;
     if mode == "STOP_CHARGING" {
         for r in inst::load(app, &ctx.scope, &ids).await? {
@@ -950,7 +1124,14 @@ pub async fn reboot_instances(app: &App, ctx: &Ctx, req: RebootInstancesRequest)
 /// `TerminateInstances`.
 pub async fn terminate_instances(app: &App, ctx: &Ctx, req: TerminateInstancesRequest) -> R<Empty> {
     let ids = instance_ids(req.instance_ids)?;
-    inst::transition(app, ctx, &ids, Operation::Terminate, &TransitionOpts::default()).await?;
+    inst::transition(
+        app,
+        ctx,
+        &ids,
+        Operation::Terminate,
+        &TransitionOpts::default(),
+    )
+    .await?;
     Ok(Empty {})
 }
 
@@ -959,7 +1140,10 @@ async fn one_instance_and_type(
     ctx: &Ctx,
     ids_in: Option<Vec<String>>,
     ty: Option<String>,
-) -> R<(gpucloud_store::instances::InstanceRow, &'static InstanceType)> {
+) -> R<(
+    gpucloud_store::instances::InstanceRow,
+    &'static InstanceType,
+)> {
     let list = instance_ids(ids_in)?;
     if list.len() != 1 {
         return Err(CloudError::TooManyValues {
@@ -1008,11 +1192,19 @@ async fn one_instance_and_type(
 }
 
 /// `ResetInstancesType`.
-pub async fn reset_instances_type(app: &App, ctx: &Ctx, req: ResetInstancesTypeRequest) -> R<Empty> {
+pub async fn reset_instances_type(
+    app: &App,
+    ctx: &Ctx,
+    req: ResetInstancesTypeRequest,
+) -> R<Empty> {
     let (row, new) = one_instance_and_type(app, ctx, req.instance_ids, req.instance_type).await?;
     let group_hosts = match &row.placement_group_id {
         Some(g) => {
-            let groups = app.store.groups(&ctx.scope, Some(std::slice::from_ref(g))).await.map_err(internal)?;
+            let groups = app
+                .store
+                .groups(&ctx.scope, Some(std::slice::from_ref(g)))
+                .await
+                .map_err(internal)?;
             match groups.into_iter().next() {
                 Some(group) => {
                     let others: Vec<String> = group
@@ -1020,20 +1212,39 @@ pub async fn reset_instances_type(app: &App, ctx: &Ctx, req: ResetInstancesTypeR
                         .into_iter()
                         .filter(|i| *i != row.instance_id)
                         .collect();
-                    let members = app.store.instances_get(&ctx.scope, &others).await.map_err(internal)?;
-                    Some((group.group_type, members.into_iter().filter_map(|m| m.host_id).collect()))
+                    let members = app
+                        .store
+                        .instances_get(&ctx.scope, &others)
+                        .await
+                        .map_err(internal)?;
+                    Some((
+                        group.group_type,
+                        members.into_iter().filter_map(|m| m.host_id).collect(),
+                    ))
                 }
                 None => None,
             }
         }
         None => None,
     };
-    inst::resize(app, ctx, &row.instance_id, new, req.force_stop.unwrap_or(false), group_hosts).await?;
+    inst::resize(
+        app,
+        ctx,
+        &row.instance_id,
+        new,
+        req.force_stop.unwrap_or(false),
+        group_hosts,
+    )
+    .await?;
     Ok(Empty {})
 }
 
 /// `ModifyInstancesAttribute`.
-pub async fn modify_instances_attribute(app: &App, ctx: &Ctx, req: ModifyInstancesAttributeRequest) -> R<Empty> {
+pub async fn modify_instances_attribute(
+    app: &App,
+    ctx: &Ctx,
+    req: ModifyInstancesAttributeRequest,
+) -> R<Empty> {
     let ids = instance_ids(req.instance_ids)?;
     unsupported_if(&req.cam_role_name, "CamRoleName")?;
     unsupported_if(&req.cam_role_type, "CamRoleType")?;
@@ -1069,11 +1280,13 @@ pub async fn modify_instances_attribute(app: &App, ctx: &Ctx, req: ModifyInstanc
         .instances_modify(
             &ctx.scope,
             &ids,
-            req.instance_name.as_deref(),
-            req.host_name.as_deref(),
-            req.disable_api_termination,
-            req.user_data.as_deref(),
-            req.security_groups.as_deref(),
+            &gpucloud_store::instances::InstanceChanges {
+                name: req.instance_name.clone(),
+                host_name: req.host_name.clone(),
+                disable_api_termination: req.disable_api_termination,
+                user_data: req.user_data.clone(),
+                security_group_ids: req.security_groups.clone(),
+            },
         )
         .await
         .map_err(tx_error)?;
@@ -1115,7 +1328,8 @@ fn rsa_key_pair(comment: &str) -> R<(String, String, String)> {
         .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
         .map_err(|_| CloudError::Internal)?
         .to_string();
-    let public = ssh_key::public::RsaPublicKey::try_from(private.to_public_key()).map_err(|_| CloudError::Internal)?;
+    let public = ssh_key::public::RsaPublicKey::try_from(private.to_public_key())
+        .map_err(|_| CloudError::Internal)?;
     let pk = ssh_key::PublicKey::new(ssh_key::public::KeyData::Rsa(public), comment);
     let fp = pk.fingerprint(ssh_key::HashAlg::Sha256).to_string();
     let line = pk.to_openssh().map_err(|_| CloudError::Internal)?;
@@ -1123,10 +1337,17 @@ fn rsa_key_pair(comment: &str) -> R<(String, String, String)> {
 }
 
 /// `CreateKeyPair`: a fresh RSA key pair; the private key is returned once and never stored.
-pub async fn create_key_pair(app: &App, ctx: &Ctx, req: CreateKeyPairRequest) -> R<CreateKeyPairResponse> {
+pub async fn create_key_pair(
+    app: &App,
+    ctx: &Ctx,
+    req: CreateKeyPairRequest,
+) -> R<CreateKeyPairResponse> {
     let name = req.key_name.clone().ok_or(CloudError::KeyPairNameEmpty)?;
     validate::key_pair_name(&name)?;
-    let project_id = project_check(Some(req.project_id.ok_or_else(|| CloudError::MissingParameter("ProjectId".into()))?))?;
+    let project_id = project_check(Some(
+        req.project_id
+            .ok_or_else(|| CloudError::MissingParameter("ProjectId".into()))?,
+    ))?;
     let tags = tags_of(&req.tag_specification, "keypair")?;
     let id = new_id(IdKind::KeyPair);
     let comment = id.clone();
@@ -1160,20 +1381,32 @@ pub async fn create_key_pair(app: &App, ctx: &Ctx, req: CreateKeyPairRequest) ->
 }
 
 /// `ImportKeyPair`.
-pub async fn import_key_pair(app: &App, ctx: &Ctx, req: ImportKeyPairRequest) -> R<ImportKeyPairResponse> {
+pub async fn import_key_pair(
+    app: &App,
+    ctx: &Ctx,
+    req: ImportKeyPairRequest,
+) -> R<ImportKeyPairResponse> {
     let name = req.key_name.clone().ok_or(CloudError::KeyPairNameEmpty)?;
     validate::key_pair_name(&name)?;
-    let project_id = project_check(Some(req.project_id.ok_or_else(|| CloudError::MissingParameter("ProjectId".into()))?))?;
+    let project_id = project_check(Some(
+        req.project_id
+            .ok_or_else(|| CloudError::MissingParameter("ProjectId".into()))?,
+    ))?;
     let text = req
         .public_key
         .clone()
         .ok_or_else(|| CloudError::MissingParameter("PublicKey".into()))?;
     if text.len() > 16 * 1024 {
-        return Err(CloudError::PublicKeyMalformed("it is longer than 16 KiB".into()));
+        return Err(CloudError::PublicKeyMalformed(
+            "it is longer than 16 KiB".into(),
+        ));
     }
-    let pk = ssh_key::PublicKey::from_openssh(text.trim()).map_err(|e| CloudError::PublicKeyMalformed(e.to_string()))?;
+    let pk = ssh_key::PublicKey::from_openssh(text.trim())
+        .map_err(|e| CloudError::PublicKeyMalformed(e.to_string()))?;
     let fp = pk.fingerprint(ssh_key::HashAlg::Sha256).to_string();
-    let line = pk.to_openssh().map_err(|e| CloudError::PublicKeyMalformed(e.to_string()))?;
+    let line = pk
+        .to_openssh()
+        .map_err(|e| CloudError::PublicKeyMalformed(e.to_string()))?;
     let tags = tags_of(&req.tag_specification, "keypair")?;
     let id = new_id(IdKind::KeyPair);
     app.store
@@ -1194,12 +1427,32 @@ pub async fn import_key_pair(app: &App, ctx: &Ctx, req: ImportKeyPairRequest) ->
 }
 
 /// `DescribeKeyPairs`.
-pub async fn describe_key_pairs(app: &App, ctx: &Ctx, req: DescribeKeyPairsRequest) -> R<DescribeKeyPairsResponse> {
-    if req.key_ids.as_ref().is_some_and(|v| !v.is_empty()) && req.filters.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(CloudError::ParameterCombination("KeyIds and Filters cannot be used together".into()));
+pub async fn describe_key_pairs(
+    app: &App,
+    ctx: &Ctx,
+    req: DescribeKeyPairsRequest,
+) -> R<DescribeKeyPairsResponse> {
+    if req.key_ids.as_ref().is_some_and(|v| !v.is_empty())
+        && req.filters.as_ref().is_some_and(|v| !v.is_empty())
+    {
+        return Err(CloudError::ParameterCombination(
+            "KeyIds and Filters cannot be used together".into(),
+        ));
     }
     let wanted = ids("KeyIds", req.key_ids, IdKind::KeyPair, false, 100)?;
-    let f = filters(req.filters, &["project-id", "key-name", "key-id", "tag-key", "tag-value", "tag:"], 10, 5)?;
+    let f = filters(
+        req.filters,
+        &[
+            "project-id",
+            "key-name",
+            "key-id",
+            "tag-key",
+            "tag-value",
+            "tag:",
+        ],
+        10,
+        5,
+    )?;
     let (offset, limit) = paging(req.offset, req.limit, 100)?;
     let all = app
         .store
@@ -1210,7 +1463,9 @@ pub async fn describe_key_pairs(app: &App, ctx: &Ctx, req: DescribeKeyPairsReque
         .iter()
         .filter(|k| {
             f.iter().all(|(n, v)| match n.as_str() {
-                "project-id" => v.iter().any(|p| p.parse::<i64>().ok() == Some(k.project_id)),
+                "project-id" => v
+                    .iter()
+                    .any(|p| p.parse::<i64>().ok() == Some(k.project_id)),
                 "key-name" => v.iter().any(|x| k.name.contains(x.as_str())),
                 "key-id" => v.contains(&k.key_id),
                 _ => true,
@@ -1221,38 +1476,78 @@ pub async fn describe_key_pairs(app: &App, ctx: &Ctx, req: DescribeKeyPairsReque
     let total = kept.len() as i64;
     Ok(DescribeKeyPairsResponse {
         total_count: total,
-        key_pair_set: kept.into_iter().skip(offset as usize).take(limit as usize).collect(),
+        key_pair_set: kept
+            .into_iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .collect(),
     })
 }
 
 /// `DeleteKeyPairs`.
 pub async fn delete_key_pairs(app: &App, ctx: &Ctx, req: DeleteKeyPairsRequest) -> R<Empty> {
     let keys = ids("KeyIds", req.key_ids, IdKind::KeyPair, true, 100)?;
-    app.store.key_pairs_delete(&ctx.scope, &keys).await.map_err(tx_error)?;
-    Ok(Empty {})
-}
-
-/// `ModifyKeyPairAttribute`.
-pub async fn modify_key_pair_attribute(app: &App, ctx: &Ctx, req: ModifyKeyPairAttributeRequest) -> R<Empty> {
-    let id = ids("KeyId", req.key_id.map(|k| vec![k]), IdKind::KeyPair, true, 1)?.remove(0);
-    if let Some(n) = &req.key_name {
-        validate::key_pair_name(n)?;
-    }
-    if req.description.as_ref().is_some_and(|d| d.chars().count() > 60) {
-        return Err(CloudError::value("Description", "at most 60 characters"));
-    }
     app.store
-        .key_pair_modify(&ctx.scope, &id, req.key_name.as_deref(), req.description.as_deref())
+        .key_pairs_delete(&ctx.scope, &keys)
         .await
         .map_err(tx_error)?;
     Ok(Empty {})
 }
 
-async fn set_keys(app: &App, ctx: &Ctx, req: InstancesKeyPairsRequest, associate: bool) -> R<Empty> {
+/// `ModifyKeyPairAttribute`.
+pub async fn modify_key_pair_attribute(
+    app: &App,
+    ctx: &Ctx,
+    req: ModifyKeyPairAttributeRequest,
+) -> R<Empty> {
+    let id = ids(
+        "KeyId",
+        req.key_id.map(|k| vec![k]),
+        IdKind::KeyPair,
+        true,
+        1,
+    )?
+    .remove(0);
+    if let Some(n) = &req.key_name {
+        validate::key_pair_name(n)?;
+    }
+    if req
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 60)
+    {
+        return Err(CloudError::value("Description", "at most 60 characters"));
+    }
+    app.store
+        .key_pair_modify(
+            &ctx.scope,
+            &id,
+            req.key_name.as_deref(),
+            req.description.as_deref(),
+        )
+        .await
+        .map_err(tx_error)?;
+    Ok(Empty {})
+}
+
+async fn set_keys(
+    app: &App,
+    ctx: &Ctx,
+    req: InstancesKeyPairsRequest,
+    associate: bool,
+) -> R<Empty> {
     let iids = instance_ids(req.instance_ids)?;
     let keys = ids("KeyIds", req.key_ids, IdKind::KeyPair, true, 100)?;
-    let found = app.store.key_pairs(&ctx.scope, Some(&keys)).await.map_err(internal)?;
-    let missing: Vec<String> = keys.iter().filter(|k| !found.iter().any(|f| &f.key_id == *k)).cloned().collect();
+    let found = app
+        .store
+        .key_pairs(&ctx.scope, Some(&keys))
+        .await
+        .map_err(internal)?;
+    let missing: Vec<String> = keys
+        .iter()
+        .filter(|k| !found.iter().any(|f| &f.key_id == *k))
+        .cloned()
+        .collect();
     if !missing.is_empty() {
         return Err(CloudError::KeyPairNotFound(missing));
     }
@@ -1268,7 +1563,9 @@ async fn set_keys(app: &App, ctx: &Ctx, req: InstancesKeyPairsRequest, associate
     for r in &rows {
         match r.state {
             gpucloud_core::lifecycle::InstanceState::Stopped => {}
-            gpucloud_core::lifecycle::InstanceState::Running if force => running.push(r.instance_id.clone()),
+            gpucloud_core::lifecycle::InstanceState::Running if force => {
+                running.push(r.instance_id.clone())
+            }
             state if state.is_transitional() => {
                 return Err(CloudError::OperationInProgress {
                     id: r.instance_id.clone(),
@@ -1301,12 +1598,20 @@ async fn set_keys(app: &App, ctx: &Ctx, req: InstancesKeyPairsRequest, associate
 }
 
 /// `AssociateInstancesKeyPairs`.
-pub async fn associate_instances_key_pairs(app: &App, ctx: &Ctx, req: InstancesKeyPairsRequest) -> R<Empty> {
+pub async fn associate_instances_key_pairs(
+    app: &App,
+    ctx: &Ctx,
+    req: InstancesKeyPairsRequest,
+) -> R<Empty> {
     set_keys(app, ctx, req, true).await
 }
 
 /// `DisassociateInstancesKeyPairs`.
-pub async fn disassociate_instances_key_pairs(app: &App, ctx: &Ctx, req: InstancesKeyPairsRequest) -> R<Empty> {
+pub async fn disassociate_instances_key_pairs(
+    app: &App,
+    ctx: &Ctx,
+    req: InstancesKeyPairsRequest,
+) -> R<Empty> {
     set_keys(app, ctx, req, false).await
 }
 
@@ -1327,11 +1632,17 @@ pub async fn create_disaster_recover_group(
     ctx: &Ctx,
     req: CreateDisasterRecoverGroupRequest,
 ) -> R<CreateDisasterRecoverGroupResponse> {
-    let name = req.name.clone().ok_or_else(|| CloudError::MissingParameter("Name".into()))?;
+    let name = req
+        .name
+        .clone()
+        .ok_or_else(|| CloudError::MissingParameter("Name".into()))?;
     if name.is_empty() || name.chars().count() > 60 {
         return Err(CloudError::value("Name", "1 to 60 characters"));
     }
-    let kind = req.r#type.clone().ok_or_else(|| CloudError::MissingParameter("Type".into()))?;
+    let kind = req
+        .r#type
+        .clone()
+        .ok_or_else(|| CloudError::MissingParameter("Type".into()))?;
     one_of("Type", &kind, &["HOST", "SW", "RACK"])?;
     let strategy = req.strategy.clone().unwrap_or_else(|| "SPREAD".into());
     if strategy == "PARTITION" {
@@ -1389,7 +1700,13 @@ pub async fn describe_disaster_recover_groups(
     ctx: &Ctx,
     req: DescribeDisasterRecoverGroupsRequest,
 ) -> R<DescribeDisasterRecoverGroupsResponse> {
-    let wanted = ids("DisasterRecoverGroupIds", req.disaster_recover_group_ids, IdKind::PlacementGroup, false, 100)?;
+    let wanted = ids(
+        "DisasterRecoverGroupIds",
+        req.disaster_recover_group_ids,
+        IdKind::PlacementGroup,
+        false,
+        100,
+    )?;
     let f = filters(req.filters, &["tag-key", "tag-value", "tag:"], 10, 5)?;
     let (offset, limit) = paging(req.offset, req.limit, 100)?;
     let all = app
@@ -1399,7 +1716,12 @@ pub async fn describe_disaster_recover_groups(
         .map_err(internal)?;
     let kept: Vec<DisasterRecoverGroup> = all
         .into_iter()
-        .filter(|g| req.name.as_ref().is_none_or(|n| g.name.contains(n.as_str())) && tags_match(&g.tags, &f))
+        .filter(|g| {
+            req.name
+                .as_ref()
+                .is_none_or(|n| g.name.contains(n.as_str()))
+                && tags_match(&g.tags, &f)
+        })
         .map(|g| DisasterRecoverGroup {
             disaster_recover_group_id: g.group_id,
             name: g.name,
@@ -1423,7 +1745,11 @@ pub async fn describe_disaster_recover_groups(
         .collect();
     let total = kept.len() as i64;
     Ok(DescribeDisasterRecoverGroupsResponse {
-        disaster_recover_group_set: kept.into_iter().skip(offset as usize).take(limit as usize).collect(),
+        disaster_recover_group_set: kept
+            .into_iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .collect(),
         total_count: total,
     })
 }
@@ -1434,8 +1760,17 @@ pub async fn delete_disaster_recover_groups(
     ctx: &Ctx,
     req: DeleteDisasterRecoverGroupsRequest,
 ) -> R<Empty> {
-    let g = ids("DisasterRecoverGroupIds", req.disaster_recover_group_ids, IdKind::PlacementGroup, true, 10)?;
-    app.store.groups_delete(&ctx.scope, &g).await.map_err(tx_error)?;
+    let g = ids(
+        "DisasterRecoverGroupIds",
+        req.disaster_recover_group_ids,
+        IdKind::PlacementGroup,
+        true,
+        10,
+    )?;
+    app.store
+        .groups_delete(&ctx.scope, &g)
+        .await
+        .map_err(tx_error)?;
     Ok(Empty {})
 }
 
@@ -1444,7 +1779,11 @@ pub async fn delete_disaster_recover_groups(
 // ---------------------------------------------------------------------------
 
 /// `InquiryPriceRunInstances`.
-pub async fn inquiry_price_run_instances(app: &App, ctx: &Ctx, req: RunInstancesRequest) -> R<InquiryPriceResponse> {
+pub async fn inquiry_price_run_instances(
+    app: &App,
+    ctx: &Ctx,
+    req: RunInstancesRequest,
+) -> R<InquiryPriceResponse> {
     let placement = req
         .placement
         .clone()
@@ -1454,11 +1793,20 @@ pub async fn inquiry_price_run_instances(app: &App, ctx: &Ctx, req: RunInstances
         .clone()
         .ok_or_else(|| CloudError::MissingParameter("Placement.Zone".into()))?;
     zone_check(app, &zone)?;
-    let image_id = req.image_id.clone().ok_or_else(|| CloudError::MissingParameter("ImageId".into()))?;
+    let image_id = req
+        .image_id
+        .clone()
+        .ok_or_else(|| CloudError::MissingParameter("ImageId".into()))?;
     if !is_valid(IdKind::Image, &image_id) {
         return Err(CloudError::ImageIdMalformed(image_id));
     }
-    if app.store.image_visible(&ctx.scope, &image_id).await.map_err(internal)?.is_none() {
+    if app
+        .store
+        .image_visible(&ctx.scope, &image_id)
+        .await
+        .map_err(internal)?
+        .is_none()
+    {
         return Err(CloudError::ImageNotFound(image_id));
     }
     let t = type_check(req.instance_type.as_deref().unwrap_or("S5.SMALL1"))?;
@@ -1468,7 +1816,10 @@ pub async fn inquiry_price_run_instances(app: &App, ctx: &Ctx, req: RunInstances
             zone,
         });
     }
-    let charge = charge_of(req.instance_charge_type.as_deref(), req.instance_charge_prepaid.as_ref())?;
+    let charge = charge_of(
+        req.instance_charge_type.as_deref(),
+        req.instance_charge_prepaid.as_ref(),
+    )?;
     let count = req.instance_count.unwrap_or(1);
     if !(1..=500).contains(&count) {
         return Err(CloudError::Range {
@@ -1481,11 +1832,20 @@ pub async fn inquiry_price_run_instances(app: &App, ctx: &Ctx, req: RunInstances
     system_disk_of(&req.system_disk)?;
     data_disks_of(&req.data_disks)?;
     let bandwidth = req.internet_accessible.as_ref().and_then(|i| {
-        let ct = i.internet_charge_type.clone().unwrap_or_else(|| "TRAFFIC_POSTPAID_BY_HOUR".into());
-        i.internet_max_bandwidth_out.filter(|b| *b > 0).map(|b| (ct, b))
+        let ct = i
+            .internet_charge_type
+            .clone()
+            .unwrap_or_else(|| "TRAFFIC_POSTPAID_BY_HOUR".into());
+        i.internet_max_bandwidth_out
+            .filter(|b| *b > 0)
+            .map(|b| (ct, b))
     });
     if let Some((ct, _)) = &bandwidth {
-        one_of("InternetAccessible.InternetChargeType", ct, INTERNET_CHARGE_TYPES)?;
+        one_of(
+            "InternetAccessible.InternetChargeType",
+            ct,
+            INTERNET_CHARGE_TYPES,
+        )?;
     }
     Ok(InquiryPriceResponse {
         price: catalog::price(
@@ -1518,7 +1878,9 @@ pub async fn inquiry_price_reset_instances_type(
     let now = chrono::Utc::now().timestamp_millis();
     let months_left = row
         .expired_at
-        .map_or(1, |e| ((e - now).max(0) as f64 / (30.0 * 24.0 * 3600.0 * 1000.0)).ceil() as i64)
+        .map_or(1, |e| {
+            ((e - now).max(0) as f64 / (30.0 * 24.0 * 3600.0 * 1000.0)).ceil() as i64
+        })
         .max(1);
     let old = cat::instance_type(&row.instance_type).ok_or(CloudError::Internal)?;
     let diff = |t: &InstanceType| pricing::monthly(t) * months_left as f64;

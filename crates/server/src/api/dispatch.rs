@@ -93,8 +93,12 @@ pub async fn dispatch(app: &App, ctx: &Ctx, call: &Call) -> Result<Value, CloudE
             match action {
                 "DescribeRegions" => route!(app, ctx, p, cvm::describe_regions),
                 "DescribeZones" => route!(app, ctx, p, cvm::describe_zones),
-                "DescribeInstanceTypeConfigs" => route!(app, ctx, p, cvm::describe_instance_type_configs),
-                "DescribeZoneInstanceConfigInfos" => route!(app, ctx, p, cvm::describe_zone_instance_config_infos),
+                "DescribeInstanceTypeConfigs" => {
+                    route!(app, ctx, p, cvm::describe_instance_type_configs)
+                }
+                "DescribeZoneInstanceConfigInfos" => {
+                    route!(app, ctx, p, cvm::describe_zone_instance_config_infos)
+                }
                 "DescribeImages" => route!(app, ctx, p, cvm::describe_images),
                 "RunInstances" => route!(app, ctx, p, cvm::run_instances),
                 "DescribeInstances" => route!(app, ctx, p, cvm::describe_instances),
@@ -110,13 +114,25 @@ pub async fn dispatch(app: &App, ctx: &Ctx, call: &Call) -> Result<Value, CloudE
                 "DescribeKeyPairs" => route!(app, ctx, p, cvm::describe_key_pairs),
                 "DeleteKeyPairs" => route!(app, ctx, p, cvm::delete_key_pairs),
                 "ModifyKeyPairAttribute" => route!(app, ctx, p, cvm::modify_key_pair_attribute),
-                "AssociateInstancesKeyPairs" => route!(app, ctx, p, cvm::associate_instances_key_pairs),
-                "DisassociateInstancesKeyPairs" => route!(app, ctx, p, cvm::disassociate_instances_key_pairs),
-                "CreateDisasterRecoverGroup" => route!(app, ctx, p, cvm::create_disaster_recover_group),
-                "DescribeDisasterRecoverGroups" => route!(app, ctx, p, cvm::describe_disaster_recover_groups),
-                "DeleteDisasterRecoverGroups" => route!(app, ctx, p, cvm::delete_disaster_recover_groups),
+                "AssociateInstancesKeyPairs" => {
+                    route!(app, ctx, p, cvm::associate_instances_key_pairs)
+                }
+                "DisassociateInstancesKeyPairs" => {
+                    route!(app, ctx, p, cvm::disassociate_instances_key_pairs)
+                }
+                "CreateDisasterRecoverGroup" => {
+                    route!(app, ctx, p, cvm::create_disaster_recover_group)
+                }
+                "DescribeDisasterRecoverGroups" => {
+                    route!(app, ctx, p, cvm::describe_disaster_recover_groups)
+                }
+                "DeleteDisasterRecoverGroups" => {
+                    route!(app, ctx, p, cvm::delete_disaster_recover_groups)
+                }
                 "InquiryPriceRunInstances" => route!(app, ctx, p, cvm::inquiry_price_run_instances),
-                "InquiryPriceResetInstancesType" => route!(app, ctx, p, cvm::inquiry_price_reset_instances_type),
+                "InquiryPriceResetInstancesType" => {
+                    route!(app, ctx, p, cvm::inquiry_price_reset_instances_type)
+                }
                 _ => Err(invalid_action(call)),
             }
         }

@@ -75,7 +75,10 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The axum handler for `/`.
-pub async fn handle(axum::extract::State(app): axum::extract::State<Arc<App>>, req: Request<Body>) -> Response {
+pub async fn handle(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    req: Request<Body>,
+) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let (parts, body) = req.into_parts();
@@ -99,18 +102,18 @@ pub async fn handle(axum::extract::State(app): axum::extract::State<Arc<App>>, r
             .await
             .map_err(|_| {
                 tracing::error!(request_id = %rid, action = %call.action, "request deadline exceeded");
-                (CloudError::Internal, Some(ctx.lang), Some(call.clone()), Some(ctx.scope))
+                failure(CloudError::Internal, Some(ctx.lang), Some(call.clone()), Some(ctx.scope))
             })?;
         match out {
             Ok(v) => Ok((v, ctx, call)),
-            Err(e) => Err((e, Some(ctx.lang), Some(call), Some(ctx.scope))),
+            Err(e) => Err(failure(e, Some(ctx.lang), Some(call), Some(ctx.scope))),
         }
     });
     let result = match task.await {
         Ok(r) => r,
         Err(join) => {
             tracing::error!(request_id = %request_id, error = %join, "request handler panicked");
-            Err((CloudError::Internal, None, None, None))
+            Err(fail(CloudError::Internal))
         }
     };
     let elapsed = started.elapsed();
@@ -120,7 +123,13 @@ pub async fn handle(axum::extract::State(app): axum::extract::State<Arc<App>>, r
             tracing::info!(request_id = %request_id, app_id = ctx.scope.app_id(), service = %call.service, action = %call.action, ms = elapsed.as_millis() as u64, "ok");
             json_response(&envelope_ok(v, &request_id))
         }
-        Err((e, l, call, scope)) => {
+        Err(f) => {
+            let Failure {
+                err: e,
+                lang: l,
+                call,
+                scope,
+            } = *f;
             if let Some(l) = l {
                 lang = l;
             }
@@ -132,10 +141,32 @@ pub async fn handle(axum::extract::State(app): axum::extract::State<Arc<App>>, r
     }
 }
 
-type AuthFail = (CloudError, Option<Language>, Option<Call>, Option<TenantScope>);
+/// A request that failed, with what is known about it for the answer and the log.
+struct Failure {
+    err: CloudError,
+    lang: Option<Language>,
+    call: Option<Call>,
+    scope: Option<TenantScope>,
+}
+
+type AuthFail = Box<Failure>;
+
+fn failure(
+    err: CloudError,
+    lang: Option<Language>,
+    call: Option<Call>,
+    scope: Option<TenantScope>,
+) -> AuthFail {
+    Box::new(Failure {
+        err,
+        lang,
+        call,
+        scope,
+    })
+}
 
 fn fail(e: CloudError) -> AuthFail {
-    (e, None, None, None)
+    failure(e, None, None, None)
 }
 
 fn now_secs() -> i64 {
@@ -183,7 +214,7 @@ async fn tc3(
     auth: &str,
 ) -> Result<(Ctx, Call), AuthFail> {
     let lang = Language::parse(header(headers, "x-tc-language"));
-    let with_lang = |e: CloudError| (e, Some(lang), None, None);
+    let with_lang = |e: CloudError| failure(e, Some(lang), None, None);
     let parsed = Tc3Authorization::parse(auth)
         .map_err(|e| with_lang(CloudError::InvalidAuthorization(e.to_string())))?;
     let ts_raw = header(headers, "x-tc-timestamp")
@@ -225,12 +256,23 @@ async fn tc3(
         headers: canonical_headers,
         payload_hash,
     };
-    let expected = tc3_signature(&key.secret_key, &parsed.date, &parsed.service, ts, &input.canonical_request());
+    let expected = tc3_signature(
+        &key.secret_key,
+        &parsed.date,
+        &parsed.service,
+        ts,
+        &input.canonical_request(),
+    );
     if !signatures_equal(&expected, &parsed.signature) || parsed.date != sign::utc_date(ts) {
         return Err(with_lang(CloudError::SignatureFailure));
     }
     if header(headers, "x-tc-token").is_some_and(|t| !t.is_empty()) {
-        return Err((CloudError::TokenFailure, Some(lang), None, Some(key.scope)));
+        return Err(failure(
+            CloudError::TokenFailure,
+            Some(lang),
+            None,
+            Some(key.scope),
+        ));
     }
     let action = header(headers, "x-tc-action")
         .ok_or_else(|| with_lang(CloudError::MissingParameter("X-TC-Action".into())))?
@@ -254,7 +296,9 @@ async fn tc3(
         scope: key.scope,
         request_id: request_id.to_string(),
         lang,
-        region: header(headers, "x-tc-region").filter(|r| !r.is_empty()).map(String::from),
+        region: header(headers, "x-tc-region")
+            .filter(|r| !r.is_empty())
+            .map(String::from),
     };
     Ok((
         ctx,
@@ -297,13 +341,14 @@ async fn v1(
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&raw).into_owned().collect();
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let lang = Language::parse(get("Language"));
-    let with_lang = |e: CloudError| (e, Some(lang), None, None);
+    let with_lang = |e: CloudError| failure(e, Some(lang), None, None);
     if get("Signature").is_none() && get("SecretId").is_none() {
         return Err(with_lang(CloudError::InvalidAuthorization(
             "the request carries neither an Authorization header nor a v1 Signature".into(),
         )));
     }
-    let required = |k: &'static str| get(k).ok_or_else(|| with_lang(CloudError::MissingParameter(k.into())));
+    let required =
+        |k: &'static str| get(k).ok_or_else(|| with_lang(CloudError::MissingParameter(k.into())));
     let action = required("Action")?.to_string();
     let version = required("Version")?.to_string();
     let secret_id = required("SecretId")?.to_string();
@@ -333,14 +378,23 @@ async fn v1(
         .filter(|k| k.active)
         .ok_or_else(|| with_lang(CloudError::SecretIdNotFound(secret_id.clone())))?;
     let host = header(headers, "host").unwrap_or("");
-    let signed: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k != "Signature").cloned().collect();
+    let signed: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "Signature")
+        .cloned()
+        .collect();
     let sts = sign::v1_string_to_sign(method.as_str(), host, &signed);
     let expected = sign::v1_signature(sig_method, &key.secret_key, &sts);
     if !signatures_equal(&expected, &signature) {
         return Err(with_lang(CloudError::SignatureFailure));
     }
     if get("Token").is_some_and(|t| !t.is_empty()) {
-        return Err((CloudError::TokenFailure, Some(lang), None, Some(key.scope)));
+        return Err(failure(
+            CloudError::TokenFailure,
+            Some(lang),
+            None,
+            Some(key.scope),
+        ));
     }
     let service = host
         .trim_start_matches("https://")
@@ -386,7 +440,9 @@ pub fn parse_json(body: &[u8]) -> Result<Value, CloudError> {
 
 /// Parses a flattened form (`Filters.0.Name=zone`) into a parameter tree.
 pub fn parse_form(query: &str, skip: &[&str]) -> Result<Value, CloudError> {
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
     parse_form_pairs(&pairs, skip)
 }
 
@@ -409,11 +465,24 @@ mod tests {
     #[test]
     fn bodies() {
         assert_eq!(parse_json(b"").unwrap(), serde_json::json!({}));
-        assert_eq!(parse_json(b" {\"A\": 1} ").unwrap(), serde_json::json!({"A": 1}));
-        assert!(matches!(parse_json(b"[1]"), Err(CloudError::InvalidRequest(_))));
-        assert!(matches!(parse_json(b"{"), Err(CloudError::InvalidRequest(_))));
         assert_eq!(
-            parse_form("Filters.0.Name=zone&Filters.0.Values.0=ap-guangzhou-3&Limit=20", &[]).unwrap(),
+            parse_json(b" {\"A\": 1} ").unwrap(),
+            serde_json::json!({"A": 1})
+        );
+        assert!(matches!(
+            parse_json(b"[1]"),
+            Err(CloudError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parse_json(b"{"),
+            Err(CloudError::InvalidRequest(_))
+        ));
+        assert_eq!(
+            parse_form(
+                "Filters.0.Name=zone&Filters.0.Values.0=ap-guangzhou-3&Limit=20",
+                &[]
+            )
+            .unwrap(),
             serde_json::json!({"Filters": [{"Name": "zone", "Values": ["ap-guangzhou-3"]}], "Limit": "20"})
         );
     }

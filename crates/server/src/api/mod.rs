@@ -44,7 +44,11 @@ fn decode_error(path: &str, msg: &str) -> CloudError {
     } else {
         let detail = msg.split(" at line").next().unwrap_or(msg).to_string();
         CloudError::InvalidParameter {
-            name: if path.is_empty() { "(parameters)".to_string() } else { path.to_string() },
+            name: if path.is_empty() {
+                "(parameters)".to_string()
+            } else {
+                path.to_string()
+            },
             detail,
         }
     }
@@ -57,12 +61,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/metrics",
-            get(|axum::extract::State(app): axum::extract::State<Arc<App>>| async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    app.metrics.render(),
-                )
-            }),
+            get(
+                |axum::extract::State(app): axum::extract::State<Arc<App>>| async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        app.metrics.render(),
+                    )
+                },
+            ),
         )
         .with_state(app)
 }
@@ -77,12 +86,19 @@ mod tests {
     fn decode_errors_name_the_parameter() {
         let e = decode::<DescribeInstancesRequest>(json!({"Limitt": 1})).unwrap_err();
         assert_eq!(e, CloudError::UnknownParameter("Limitt".into()));
-        let e = decode::<DescribeInstancesRequest>(json!({"Filters": [{"Nmae": "zone"}]})).unwrap_err();
+        let e =
+            decode::<DescribeInstancesRequest>(json!({"Filters": [{"Nmae": "zone"}]})).unwrap_err();
         assert_eq!(e, CloudError::UnknownParameter("Filters[0].Nmae".into()));
         let e = decode::<DescribeInstancesRequest>(json!({"Limit": "ten"})).unwrap_err();
-        assert!(matches!(e, CloudError::InvalidParameter { ref name, .. } if name == "Limit"), "{e:?}");
+        assert!(
+            matches!(e, CloudError::InvalidParameter { ref name, .. } if name == "Limit"),
+            "{e:?}"
+        );
         let e = decode::<DescribeInstancesRequest>(json!({"InstanceIds": "ins-a"})).unwrap_err();
-        assert!(matches!(e, CloudError::InvalidParameter { ref name, .. } if name == "InstanceIds"), "{e:?}");
+        assert!(
+            matches!(e, CloudError::InvalidParameter { ref name, .. } if name == "InstanceIds"),
+            "{e:?}"
+        );
         let ok = decode::<DescribeInstancesRequest>(json!({"Limit": "10", "Offset": 0})).unwrap();
         assert_eq!(ok.limit, Some(10));
     }

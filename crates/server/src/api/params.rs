@@ -129,7 +129,10 @@ pub fn paging(offset: Option<i64>, limit: Option<i64>, max: i64) -> Result<(i64,
 
 /// Values of a filter, or empty.
 pub fn values_of<'a>(f: &'a [(String, Vec<String>)], name: &str) -> Vec<&'a String> {
-    f.iter().filter(|(n, _)| n == name).flat_map(|(_, v)| v.iter()).collect()
+    f.iter()
+        .filter(|(n, _)| n == name)
+        .flat_map(|(_, v)| v.iter())
+        .collect()
 }
 
 /// Whether `(key, value)` tags match the `tag-key`, `tag-value` and `tag:<key>` filters.
@@ -158,7 +161,13 @@ mod tests {
             Err(CloudError::MissingParameter("InstanceIds".into()))
         );
         assert_eq!(
-            ids("InstanceIds", Some(vec!["ins-1122".into()]), IdKind::Instance, true, 100),
+            ids(
+                "InstanceIds",
+                Some(vec!["ins-1122".into()]),
+                IdKind::Instance,
+                true,
+                100
+            ),
             Err(CloudError::InstanceIdMalformed("ins-1122".into()))
         );
         assert_eq!(
@@ -173,7 +182,13 @@ mod tests {
             vec!["ins-aaaaaaaa".to_string()]
         );
         assert!(matches!(
-            ids("K", Some(vec!["skey-aaaaaaaa".into(); 3]), IdKind::KeyPair, true, 2),
+            ids(
+                "K",
+                Some(vec!["skey-aaaaaaaa".into(); 3]),
+                IdKind::KeyPair,
+                true,
+                2
+            ),
             Err(CloudError::TooManyValues { .. })
         ));
     }
@@ -194,7 +209,10 @@ mod tests {
             filters(Some(vec![f("zone", vec!["a"; 6])]), &["zone"], 10, 5),
             Err(CloudError::TooManyValues { .. })
         ));
-        assert!(matches!(paging(None, Some(101), 100), Err(CloudError::Range { .. })));
+        assert!(matches!(
+            paging(None, Some(101), 100),
+            Err(CloudError::Range { .. })
+        ));
         assert_eq!(paging(None, None, 100).unwrap(), (0, 20));
     }
 }

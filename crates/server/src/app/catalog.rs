@@ -25,7 +25,10 @@ pub fn offers(app: &App, zone: &str, t: &InstanceType) -> bool {
 
 /// Types offered in a zone.
 pub fn offered_types(app: &App, zone: &str) -> Vec<&'static InstanceType> {
-    INSTANCE_TYPES.iter().filter(|t| offers(app, zone, t)).collect()
+    INSTANCE_TYPES
+        .iter()
+        .filter(|t| offers(app, zone, t))
+        .collect()
 }
 
 /// How many instances of a type could start in a zone right now.
@@ -91,28 +94,30 @@ pub fn price(
     count: i64,
     bandwidth: Option<(&str, i64)>,
 ) -> Price {
-    let bw = bandwidth.and_then(|(ct, mbps)| pricing::bandwidth(ct, mbps, period)).map(|b| match b {
-        BandwidthPrice::PerGb(p) => ItemPrice {
-            unit_price: Some(p),
-            charge_unit: Some("GB".into()),
-            unit_price_discount: Some(p),
-            discount: Some(100.0),
-            ..Default::default()
-        },
-        BandwidthPrice::PerHour(p) => ItemPrice {
-            unit_price: Some(pricing::round2(p * count as f64)),
-            charge_unit: Some("HOUR".into()),
-            unit_price_discount: Some(pricing::round2(p * count as f64)),
-            discount: Some(100.0),
-            ..Default::default()
-        },
-        BandwidthPrice::PerMonth(o, d) => ItemPrice {
-            original_price: Some(pricing::round2(o * count as f64)),
-            discount_price: Some(pricing::round2(d * count as f64)),
-            discount: Some(pricing::period_discount(period)),
-            ..Default::default()
-        },
-    });
+    let bw = bandwidth
+        .and_then(|(ct, mbps)| pricing::bandwidth(ct, mbps, period))
+        .map(|b| match b {
+            BandwidthPrice::PerGb(p) => ItemPrice {
+                unit_price: Some(p),
+                charge_unit: Some("GB".into()),
+                unit_price_discount: Some(p),
+                discount: Some(100.0),
+                ..Default::default()
+            },
+            BandwidthPrice::PerHour(p) => ItemPrice {
+                unit_price: Some(pricing::round2(p * count as f64)),
+                charge_unit: Some("HOUR".into()),
+                unit_price_discount: Some(pricing::round2(p * count as f64)),
+                discount: Some(100.0),
+                ..Default::default()
+            },
+            BandwidthPrice::PerMonth(o, d) => ItemPrice {
+                original_price: Some(pricing::round2(o * count as f64)),
+                discount_price: Some(pricing::round2(d * count as f64)),
+                discount: Some(pricing::period_discount(period)),
+                ..Default::default()
+            },
+        });
     Price {
         instance_price: instance_price(t, charge, period, count),
         bandwidth_price: bw,
@@ -136,7 +141,10 @@ mod tests {
         let t = gpucloud_core::catalog::instance_type("GN7.2XLARGE32").unwrap();
         let one = instance_price(t, ChargeType::PostpaidByHour, 0, 1);
         let three = instance_price(t, ChargeType::PostpaidByHour, 0, 3);
-        assert_eq!(three.unit_price.unwrap(), pricing::round2(one.unit_price.unwrap() * 3.0));
+        assert_eq!(
+            three.unit_price.unwrap(),
+            pricing::round2(one.unit_price.unwrap() * 3.0)
+        );
         let pre = instance_price(t, ChargeType::Prepaid, 12, 1);
         assert_eq!(pre.discount, Some(83.0));
     }

@@ -30,7 +30,7 @@ pub async fn seed_builtin(store: &Store) -> gpucloud_store::Result<()> {
             tags: vec![("runtime".into(), b.runtime.as_str().into())],
             created_at: BUILTIN_CREATED_MS,
         };
-        if existing.iter().any(|e| *e == row) {
+        if existing.contains(&row) {
             continue;
         }
         store.image_upsert(&row).await?;

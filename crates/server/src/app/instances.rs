@@ -152,7 +152,10 @@ pub async fn place(app: &App, ctx: &Ctx, spec: &PlaceSpec) -> Result<Vec<String>
             request_id: ctx.request_id.clone(),
             client_token: spec.client_token.clone(),
             instances,
-            group: spec.group.as_ref().map(|g| (g.id.clone(), g.level.clone(), g.quota)),
+            group: spec
+                .group
+                .as_ref()
+                .map(|g| (g.id.clone(), g.level.clone(), g.quota)),
         };
         match app.store.instances_create(scope, &batch).await {
             Ok(Created::New(ids)) => {
@@ -192,8 +195,16 @@ async fn refresh(app: &App, host: &str) -> Result<(), CloudError> {
 }
 
 /// Loads instances of the caller; all must exist.
-pub async fn load(app: &App, scope: &TenantScope, ids: &[String]) -> Result<Vec<InstanceRow>, CloudError> {
-    let rows = app.store.instances_get(scope, ids).await.map_err(internal)?;
+pub async fn load(
+    app: &App,
+    scope: &TenantScope,
+    ids: &[String],
+) -> Result<Vec<InstanceRow>, CloudError> {
+    let rows = app
+        .store
+        .instances_get(scope, ids)
+        .await
+        .map_err(internal)?;
     let missing: Vec<String> = ids
         .iter()
         .filter(|id| !rows.iter().any(|r| &r.instance_id == *id))
@@ -240,7 +251,10 @@ pub async fn start(app: &App, ctx: &Ctx, ids: &[String]) -> Result<(), CloudErro
     let rows = load(app, &ctx.scope, ids).await?;
     let mut opts = TransitionOpts::default();
     let mut reservations: Vec<ReservationId> = Vec::new();
-    for r in rows.iter().filter(|r| !r.resources_held && r.state == InstanceState::Stopped) {
+    for r in rows
+        .iter()
+        .filter(|r| !r.resources_held && r.state == InstanceState::Stopped)
+    {
         let host = r.host_id.clone().unwrap_or_default();
         match app.sched.reserve_on_host(
             &host,
@@ -251,8 +265,10 @@ pub async fn start(app: &App, ctx: &Ctx, ids: &[String]) -> Result<(), CloudErro
         ) {
             Some((res, gpus)) => {
                 reservations.push(res);
-                opts.reclaims
-                    .insert(r.instance_id.clone(), gpus.iter().map(|g| i64::from(*g)).collect());
+                opts.reclaims.insert(
+                    r.instance_id.clone(),
+                    gpus.iter().map(|g| i64::from(*g)).collect(),
+                );
             }
             None => {
                 for res in reservations {
@@ -342,7 +358,10 @@ pub async fn resize(
         } else {
             (0, 0)
         };
-        let (dcpu, dmem) = (i64::from(new.cpu) - old_cpu, new.memory_mib() as i64 - old_mem);
+        let (dcpu, dmem) = (
+            i64::from(new.cpu) - old_cpu,
+            new.memory_mib() as i64 - old_mem,
+        );
         let keep: Vec<u32> = current.iter().take(new.gpus as usize).copied().collect();
         let drop: Vec<u32> = current.iter().skip(new.gpus as usize).copied().collect();
         let same_host_model = app
@@ -403,12 +422,17 @@ pub async fn resize(
             memory_gib: i64::from(new.memory_gib),
             gpu_count: i64::from(new.gpus),
         };
-        match app.store.instance_resize(&ctx.scope, id, &ctx.request_id, &shape, &plan).await {
+        match app
+            .store
+            .instance_resize(&ctx.scope, id, &ctx.request_id, &shape, &plan)
+            .await
+        {
             Ok(after) => {
                 app.sched.commit(res);
                 if let ResizePlan::SameHost { .. } = plan {
                     if dcpu < 0 || dmem < 0 {
-                        app.sched.shrink(&host, (-dcpu).max(0) as u32, (-dmem).max(0) as u64);
+                        app.sched
+                            .shrink(&host, (-dcpu).max(0) as u32, (-dmem).max(0) as u64);
                     }
                 }
                 app.gateway.poke(&host);
@@ -443,12 +467,16 @@ pub fn to_api(r: &InstanceRow, os_name: &str) -> Instance {
             .gpu_model
             .as_deref()
             .and_then(GpuModel::from_key)
-            .or_else(|| gpucloud_core::catalog::instance_type(&r.instance_type).and_then(|t| t.gpu_model()))
+            .or_else(|| {
+                gpucloud_core::catalog::instance_type(&r.instance_type).and_then(|t| t.gpu_model())
+            })
             .map_or_else(String::new, |m| m.spec().name.to_string()),
     });
     let system_disk: SystemDisk = serde_json::from_value(r.system_disk.clone()).unwrap_or_default();
-    let data_disks: Vec<DataDisk> = serde_json::from_value(r.data_disks.clone()).unwrap_or_default();
-    let internet: InternetAccessible = serde_json::from_value(r.internet.clone()).unwrap_or_default();
+    let data_disks: Vec<DataDisk> =
+        serde_json::from_value(r.data_disks.clone()).unwrap_or_default();
+    let internet: InternetAccessible =
+        serde_json::from_value(r.internet.clone()).unwrap_or_default();
     let tags: Vec<(String, String)> = serde_json::from_value(r.tags.clone()).unwrap_or_default();
     Instance {
         placement: Placement {

@@ -39,7 +39,9 @@ impl TestCloud {
     pub async fn start_with(spec: &str, boot: Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::connect(&url, SecretBox::from_key(&[9u8; 32])).await.unwrap();
+        let store = Store::connect(&url, SecretBox::from_key(&[9u8; 32]))
+            .await
+            .unwrap();
         let mut cfg = Config::for_region("ap-guangzhou");
         cfg.resync_every = Duration::from_secs(2);
         let app = App::new(store, cfg.clone()).await.unwrap();
@@ -58,7 +60,9 @@ impl TestCloud {
                 .unwrap();
         });
         let link: Arc<dyn ControlPlane> = app.gateway.clone();
-        let hosts = SimHost::expand(&gpucloud_core::simspec::parse(spec, "ap-guangzhou", &cfg.default_zone).unwrap());
+        let hosts = SimHost::expand(
+            &gpucloud_core::simspec::parse(spec, "ap-guangzhou", &cfg.default_zone).unwrap(),
+        );
         let ids: Vec<String> = hosts.iter().map(|h| h.host_id()).collect();
         for h in hosts {
             let rt: Arc<dyn Runtime> = Arc::new(SimRuntime::new(boot, boot));
@@ -95,7 +99,6 @@ impl TestCloud {
         })
         .await;
         // And the scheduler sees them.
-        let want = want;
         poll("scheduler index", Duration::from_secs(30), || async {
             (self.app.sched.with_index(|i| i.len()) >= want).then_some(())
         })
@@ -105,7 +108,8 @@ impl TestCloud {
     pub async fn tenant(&self, name: &str) -> (Client, i64) {
         let c = self.app.store.tenant_create(name, 1000).await.unwrap();
         (
-            Client::new(&self.endpoint, &c.secret_id, &c.secret_key, "ap-guangzhou").with_language("en-US"),
+            Client::new(&self.endpoint, &c.secret_id, &c.secret_key, "ap-guangzhou")
+                .with_language("en-US"),
             c.app_id,
         )
     }
@@ -122,30 +126,55 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 pub async fn state(c: &Client, id: &str) -> String {
-    let r = c.cvm("DescribeInstances", json!({"InstanceIds": [id]})).await.unwrap();
-    r["InstanceSet"][0]["InstanceState"].as_str().unwrap_or("GONE").to_string()
+    let r = c
+        .cvm("DescribeInstances", json!({"InstanceIds": [id]}))
+        .await
+        .unwrap();
+    r["InstanceSet"][0]["InstanceState"]
+        .as_str()
+        .unwrap_or("GONE")
+        .to_string()
 }
 
 pub async fn wait_state(c: &Client, id: &str, want: &str) -> Value {
-    poll(&format!("{id} to be {want}"), Duration::from_secs(30), || async {
-        let r = c.cvm("DescribeInstances", json!({"InstanceIds": [id]})).await.unwrap();
-        let st = r["InstanceSet"][0]["InstanceState"].as_str().unwrap_or("GONE");
-        (st == want).then(|| r["InstanceSet"][0].clone())
-    })
+    poll(
+        &format!("{id} to be {want}"),
+        Duration::from_secs(30),
+        || async {
+            let r = c
+                .cvm("DescribeInstances", json!({"InstanceIds": [id]}))
+                .await
+                .unwrap();
+            let st = r["InstanceSet"][0]["InstanceState"]
+                .as_str()
+                .unwrap_or("GONE");
+            (st == want).then(|| r["InstanceSet"][0].clone())
+        },
+    )
     .await
 }
 
 pub async fn wait_gone(c: &Client, id: &str) {
-    poll(&format!("{id} to disappear"), Duration::from_secs(30), || async {
-        let r = c.cvm("DescribeInstances", json!({"InstanceIds": [id]})).await.unwrap();
-        (r["TotalCount"] == 0).then_some(())
-    })
+    poll(
+        &format!("{id} to disappear"),
+        Duration::from_secs(30),
+        || async {
+            let r = c
+                .cvm("DescribeInstances", json!({"InstanceIds": [id]}))
+                .await
+                .unwrap();
+            (r["TotalCount"] == 0).then_some(())
+        },
+    )
     .await
 }
 

@@ -30,9 +30,10 @@ impl Drop for TestDb {
                 rt.block_on(async move {
                     store.close().await;
                     if let Ok(mut c) = sqlx::AnyConnection::connect(&admin).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .execute(&mut c)
-                            .await;
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut c)
+                                .await;
                     }
                 });
             })
@@ -42,13 +43,16 @@ impl Drop for TestDb {
 }
 
 pub fn pg_admin_url() -> String {
-    std::env::var("GPUCLOUD_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("GPUCLOUD_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = Store::connect(&url, SecretBox::from_key(&[1u8; 32])).await.unwrap();
+    let store = Store::connect(&url, SecretBox::from_key(&[1u8; 32]))
+        .await
+        .unwrap();
     TestDb {
         store,
         _dir: Some(dir),
@@ -70,11 +74,16 @@ pub async fn postgres() -> Option<TestDb> {
         }
     };
     let name = format!("gct_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let _ = conn.close().await;
     let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
     let url = format!("{base}/{name}");
-    let store = Store::connect(&url, SecretBox::from_key(&[1u8; 32])).await.unwrap();
+    let store = Store::connect(&url, SecretBox::from_key(&[1u8; 32]))
+        .await
+        .unwrap();
     Some(TestDb {
         store,
         _dir: None,
@@ -96,7 +105,9 @@ macro_rules! both {
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn postgres() {
-                let Some($db) = $crate::common::postgres().await else { return };
+                let Some($db) = $crate::common::postgres().await else {
+                    return;
+                };
                 $body
             }
         }
