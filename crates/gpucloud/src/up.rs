@@ -89,6 +89,7 @@ async fn operator_credentials(
         None => None,
     };
     let (creds, fresh) = match (existing, operator) {
+        // The same key as before, with the endpoint of this start.
         (Some(c), Some(t))
             if c.app_id == t.app_id && store.api_key_lookup(&c.secret_id).await?.is_some() =>
         {
@@ -102,7 +103,14 @@ async fn operator_credentials(
             )
         }
         (_, Some(t)) => {
-            let (secret_id, secret_key) = store.api_key_create(t.app_id).await?;
+            // The file is gone or stale: rewrite it from the key in the database.
+            let (secret_id, secret_key, fresh) = match store.api_key_first(t.app_id).await? {
+                Some((id, key)) => (id, key, false),
+                None => {
+                    let (id, key) = store.api_key_create(t.app_id).await?;
+                    (id, key, true)
+                }
+            };
             (
                 Credentials {
                     secret_id,
@@ -112,7 +120,7 @@ async fn operator_credentials(
                     app_id: t.app_id,
                     uin: t.uin,
                 },
-                true,
+                fresh,
             )
         }
         (_, None) => {

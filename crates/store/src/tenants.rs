@@ -170,6 +170,22 @@ impl Store {
         }))
     }
 
+    /// The oldest active API key of a tenant, unsealed (operator credentials file).
+    pub async fn api_key_first(&self, app_id: i64) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT secret_id, secret_key_sealed FROM api_keys WHERE app_id = $1 AND status = 'Active' ORDER BY created_at, secret_id LIMIT 1",
+        )
+        .bind(app_id)
+        .fetch_optional(self.r())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: String = col(&row, "secret_key_sealed")?;
+        Ok(Some((
+            col(&row, "secret_id")?,
+            self.secrets().open(&sealed).map_err(StoreError::Secret)?,
+        )))
+    }
+
     /// A tenant by AppId.
     pub async fn tenant_get(&self, app_id: i64) -> Result<Option<Tenant>> {
         let row = sqlx::query("SELECT * FROM tenants WHERE app_id = $1")

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Quickstart, step 2: the whole test suite — formatting, lints, unit and
+# property tests, the store suite on SQLite and PostgreSQL, in-process
+# integration tests with simulated agents, and end-to-end tests that drive a
+# real `gpucloud up` with tccli and tencentcloud-sdk-python.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+. "$root/scripts/lib.sh"
+cd "$root"
+started=$(date +%s)
+
+ensure_rust
+ensure_venv "$root"
+ensure_postgres
+say "PostgreSQL for the store suite: ${GPUCLOUD_TEST_PG%%@*}@${GPUCLOUD_TEST_PG#*@}"
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "unit, property, store (SQLite + PostgreSQL) and integration tests"
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --profile ci
+else
+  cargo test --workspace --locked
+fi
+
+say "end-to-end tests with tccli and the Python SDK"
+cargo build -p gpucloud --locked
+GPUCLOUD_BIN="$root/target/debug/gpucloud" "$root/.venv/bin/python" -m pytest "$root/tests/e2e" -q -p no:cacheprovider
+
+say "benchmark smoke run (figures live in docs/PERFORMANCE.md)"
+"$root/target/debug/gpucloud" bench scheduler --hosts 500 --output json >/dev/null
+
+say "all tests passed in $(( $(date +%s) - started )) s"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Quickstart, step 1: installs what gpucloud needs, builds it, and brings up a
+# cloud on this machine with a small simulated GPU fleet. Runs in the
+# foreground; Ctrl-C stops it. Extra arguments go to `gpucloud up`.
+#
+#   ./scripts/up.sh                      # 2×(8×H100), 2×(4×T4), 1 CPU host
+#   ./scripts/up.sh --simulate 4*H200x8  # your own fleet
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+. "$root/scripts/lib.sh"
+
+ensure_rust
+ensure_venv "$root"
+say "building gpucloud (release)"
+(cd "$root" && cargo build --release --locked -p gpucloud >&2)
+
+args=("$@")
+if ! printf '%s\n' "${args[@]:-}" | grep -q -- '--simulate'; then
+  args+=(--simulate '2*H100x8,2*T4x4,1*CPU')
+fi
+say "tccli is in $root/.venv/bin (export PATH=\"$root/.venv/bin:\$PATH\")"
+exec "$root/target/release/gpucloud" up "${args[@]}"
