@@ -108,23 +108,30 @@ impl Agent {
             .cloned()
     }
 
-    /// Runs until `shutdown` turns true. Instances keep running when it returns.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Registers the host, retrying until the control plane answers; `None` on shutdown.
+    async fn register(&self, shutdown: &mut watch::Receiver<bool>) -> Option<String> {
         let inv = self.inventory.collect();
-        let host_id = inv.host_id.clone();
-        // Register, retrying until the control plane answers.
         loop {
             match self.link.register(&inv).await {
-                Ok(()) => break,
+                Ok(()) => return Some(inv.host_id),
                 Err(e) => {
-                    tracing::warn!(host = %host_id, error = %e, "registration failed; retrying");
+                    tracing::warn!(host = %inv.host_id, error = %e, "registration failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(self.opts.retry) => {}
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.changed() => return None,
                     }
                 }
             }
         }
+    }
+
+    /// Runs until `shutdown` turns true. Instances keep running when it returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        // Boxed, so the inventory document is freed once registered instead of
+        // living in this long-running future.
+        let Some(host_id) = Box::pin(self.register(&mut shutdown)).await else {
+            return;
+        };
         // Adopt what the runtimes already run.
         let mut existing: HashMap<String, (Power, Arc<dyn Runtime>)> = HashMap::new();
         for rt in &self.runtimes {
@@ -141,7 +148,7 @@ impl Agent {
             tracing::info!(host = %host_id, count = existing.len(), "adopting running instances");
         }
 
-        let (desired_tx, mut desired_rx) = mpsc::channel::<DesiredState>(4);
+        let (desired_tx, mut desired_rx) = mpsc::channel::<Box<DesiredState>>(4);
         let poller = {
             let link = self.link.clone();
             let host = host_id.clone();
@@ -158,7 +165,7 @@ impl Agent {
                     match got {
                         Ok(d) => {
                             after = d.generation;
-                            if desired_tx.send(d).await.is_err() {
+                            if desired_tx.send(Box::new(d)).await.is_err() {
                                 return;
                             }
                         }
@@ -174,7 +181,7 @@ impl Agent {
             })
         };
 
-        let (done_tx, mut done_rx) = mpsc::channel::<Done>(1024);
+        let (done_tx, mut done_rx) = mpsc::channel::<Box<Done>>(256);
         let mut slots: HashMap<String, Slot> = HashMap::new();
         let mut generation = 0i64;
         let mut dirty = false;
@@ -188,6 +195,7 @@ impl Agent {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 Some(desired) = desired_rx.recv() => {
+                    let desired = *desired;
                     generation = desired.generation;
                     let mut seen = std::collections::HashSet::new();
                     for spec in desired.instances {
@@ -244,6 +252,8 @@ impl Agent {
                         slot.adopted = false;
                         if needs_work(slot) && slot.status.power != ObservedPower::Failed {
                             self.spawn_converge(slot, done_tx.clone());
+                        } else {
+                            compact(&mut slot.spec);
                         }
                     }
                     dirty = true;
@@ -283,7 +293,7 @@ impl Agent {
         poller.abort();
     }
 
-    fn spawn_converge(&self, slot: &mut Slot, done: mpsc::Sender<Done>) {
+    fn spawn_converge(&self, slot: &mut Slot, done: mpsc::Sender<Box<Done>>) {
         slot.busy = true;
         let spec = slot.spec.clone();
         let rt = self.runtime_for(&spec);
@@ -311,15 +321,29 @@ impl Agent {
                 ),
             };
             let _ = done
-                .send(Done {
+                .send(Box::new(Done {
                     id: spec.instance_id.clone(),
                     status,
                     applied,
                     reboots,
-                })
+                }))
                 .await;
         });
     }
+}
+
+/// Drops what a converged instance's spec no longer needs on this host
+/// (user data, keys, names): every desired-state message carries the full
+/// spec again, so a later change has it. Keeps large fleets small.
+fn compact(spec: &mut InstanceSpec) {
+    spec.user_data = None;
+    spec.password = None;
+    spec.ssh_keys = Vec::new();
+    spec.name = String::new();
+    spec.hostname = String::new();
+    spec.instance_type = String::new();
+    spec.image.location = String::new();
+    spec.nic = None;
 }
 
 fn needs_work(slot: &Slot) -> bool {

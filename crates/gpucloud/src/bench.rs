@@ -189,51 +189,6 @@ pub fn scheduler_bench(hosts: u32, gpus: u32) -> serde_json::Value {
     })
 }
 
-async fn wait_running(
-    client: &Client,
-    ids: &[String],
-    deadline: Duration,
-) -> Result<Vec<(String, Instant)>> {
-    let end = Instant::now() + deadline;
-    let mut pending: Vec<String> = ids.to_vec();
-    let mut done = Vec::new();
-    while !pending.is_empty() {
-        if Instant::now() > end {
-            anyhow::bail!("{} instances did not reach RUNNING in time", pending.len());
-        }
-        let mut still = Vec::new();
-        for chunk in pending.chunks(100) {
-            let r = client
-                .cvm(
-                    "DescribeInstancesStatus",
-                    json!({"InstanceIds": chunk, "Limit": 100}),
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let now = Instant::now();
-            let running: std::collections::HashSet<String> = r["InstanceStatusSet"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|s| s["InstanceState"] == "RUNNING")
-                .filter_map(|s| s["InstanceId"].as_str().map(String::from))
-                .collect();
-            for id in chunk {
-                if running.contains(id) {
-                    done.push((id.clone(), now));
-                } else {
-                    still.push(id.clone());
-                }
-            }
-        }
-        pending = still;
-        if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    Ok(done)
-}
-
 async fn api_bench(
     hosts: u32,
     instances: u32,
@@ -269,19 +224,72 @@ async fn api_bench(
         "ap-guangzhou",
     ));
     let pb = bar(u64::from(instances), "RunInstances");
+    // Launched instances go to a watcher that polls DescribeInstancesStatus
+    // while launches go on, so request → RUNNING is measured as a client sees it.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let watcher = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut pending: Vec<(String, Instant)> = Vec::new();
+            let mut lat: Vec<f64> = Vec::new();
+            let mut open = true;
+            while open || !pending.is_empty() {
+                loop {
+                    match rx.try_recv() {
+                        Ok(x) => pending.push(x),
+                        Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                        Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                            open = false;
+                            break;
+                        }
+                    }
+                }
+                let mut still = Vec::new();
+                for chunk in pending.chunks(100) {
+                    let ids: Vec<&String> = chunk.iter().map(|(i, _)| i).collect();
+                    let r = client
+                        .cvm(
+                            "DescribeInstancesStatus",
+                            json!({"InstanceIds": ids, "Limit": 100}),
+                        )
+                        .await;
+                    let now = Instant::now();
+                    let running: std::collections::HashSet<String> = r
+                        .ok()
+                        .and_then(|r| r["InstanceStatusSet"].as_array().cloned())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|s| s["InstanceState"] == "RUNNING")
+                        .filter_map(|s| s["InstanceId"].as_str().map(String::from))
+                        .collect();
+                    for (id, t0) in chunk {
+                        if running.contains(id) {
+                            lat.push(now.duration_since(*t0).as_secs_f64() * 1000.0);
+                        } else {
+                            still.push((id.clone(), *t0));
+                        }
+                    }
+                }
+                pending = still;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            lat
+        })
+    };
     let start = Instant::now();
     let per = instances / concurrency.max(1);
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let client = client.clone();
         let pb = pb.clone();
+        let tx = tx.clone();
         let n = if w + 1 == concurrency {
             instances - per * (concurrency - 1)
         } else {
             per
         };
         tasks.push(tokio::spawn(async move {
-            let mut out: Vec<(String, Instant, Instant)> = Vec::new();
+            let mut api_lat: Vec<f64> = Vec::new();
             for _ in 0..n {
                 let t0 = Instant::now();
                 let r = client
@@ -293,36 +301,28 @@ async fn api_bench(
                 pb.inc(1);
                 if let Ok(v) = r {
                     if let Some(id) = v["InstanceIdSet"][0].as_str() {
-                        out.push((id.to_string(), t0, Instant::now()));
+                        api_lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                        let _ = tx.send((id.to_string(), t0));
                     }
                 }
             }
-            out
+            api_lat
         }));
     }
-    let mut launched = Vec::new();
+    drop(tx);
+    let mut api_lat = Vec::new();
     for t in tasks {
-        launched.extend(t.await?);
+        api_lat.extend(t.await?);
     }
     let accept_s = start.elapsed().as_secs_f64();
     pb.finish_and_clear();
-    let ids: Vec<String> = launched.iter().map(|x| x.0.clone()).collect();
-    let running = wait_running(&client, &ids, Duration::from_secs(600)).await?;
+    let mut lat = tokio::time::timeout(Duration::from_secs(600), watcher)
+        .await
+        .context("instances did not all reach RUNNING")??;
     let all_running_s = start.elapsed().as_secs_f64();
-    let at: std::collections::HashMap<String, Instant> = running.into_iter().collect();
-    let mut lat: Vec<f64> = launched
-        .iter()
-        .filter_map(|(id, t0, _)| {
-            at.get(id)
-                .map(|t| t.duration_since(*t0).as_secs_f64() * 1000.0)
-        })
-        .collect();
     lat.sort_by(f64::total_cmp);
-    let mut api_lat: Vec<f64> = launched
-        .iter()
-        .map(|(_, t0, t1)| t1.duration_since(*t0).as_secs_f64() * 1000.0)
-        .collect();
     api_lat.sort_by(f64::total_cmp);
+    let launched = api_lat.clone();
     cloud.stop().await;
     Ok(json!({
         "hosts": hosts,
@@ -331,6 +331,7 @@ async fn api_bench(
         "sim_boot_ms": boot_ms,
         "host_registration_s": (registration_s * 100.0).round() / 100.0,
         "runinstances_per_sec": (launched.len() as f64 / accept_s).round(),
+        "running": lat.len(),
         "running_per_sec": (launched.len() as f64 / all_running_s).round(),
         "runinstances_p50_ms": (pct(&api_lat, 0.5) * 10.0).round() / 10.0,
         "runinstances_p99_ms": (pct(&api_lat, 0.99) * 10.0).round() / 10.0,

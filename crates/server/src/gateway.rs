@@ -84,10 +84,8 @@ impl Gateway {
     }
 
     async fn refresh(&self, host_id: &str) {
-        match self.store.capacity_of(host_id).await {
-            Ok(Some((h, g))) => self.sched.refresh_host(&h, &g),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(host = host_id, error = ?e, "could not refresh host capacity"),
+        if let Err(e) = self.sched.refresh_from(&self.store, host_id).await {
+            tracing::warn!(host = host_id, error = ?e, "could not refresh host capacity");
         }
     }
 }
@@ -199,8 +197,11 @@ impl ControlPlane for Gateway {
             let notified = waker.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (generation, instances) =
-                self.store.host_desired(host_id).await.map_err(store_err)?;
+            // Boxed: the query's large future lives only while it runs, so the
+            // thousands of agents parked in this long poll cost little memory.
+            let (generation, instances) = Box::pin(self.store.host_desired(host_id))
+                .await
+                .map_err(store_err)?;
             if generation > after || tokio::time::Instant::now() >= deadline {
                 return Ok(DesiredState {
                     host_id: host_id.to_string(),
@@ -243,11 +244,13 @@ impl ControlPlane for Gateway {
                 error: i.message.clone(),
             })
             .collect();
-        let outcome = self
-            .store
-            .host_report(&observed.host_id, observed.generation, &obs)
-            .await
-            .map_err(store_err)?;
+        let outcome = Box::pin(self.store.host_report(
+            &observed.host_id,
+            observed.generation,
+            &obs,
+        ))
+        .await
+        .map_err(store_err)?;
         for r in &outcome.released {
             let gpus: Vec<u32> = r.gpu_indexes.iter().map(|g| *g as u32).collect();
             self.sched.release(
@@ -260,9 +263,10 @@ impl ControlPlane for Gateway {
         for (id, from, to) in &outcome.transitions {
             tracing::info!(instance = %id, from = from.as_str(), to = to.as_str(), host = %observed.host_id, "instance state");
         }
-        // A released claim may free capacity another transition waits for; a
-        // changed state may change what the host should do next.
-        if !outcome.transitions.is_empty() || !outcome.released.is_empty() {
+        // Releasing a claim raised the host's generation (the instance left its
+        // desired state): let its agent see that at once. Settling a state
+        // changes nothing the host has to do, so it wakes nobody.
+        if !outcome.released.is_empty() {
             self.poke(&observed.host_id);
         }
         self.last_report

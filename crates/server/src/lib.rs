@@ -68,6 +68,58 @@ pub struct App {
     pub cfg: Config,
     /// Request metrics.
     pub metrics: metrics::Metrics,
+    /// Recently used API keys (unsealed), so a request costs no key lookup.
+    pub keys: KeyCache,
+}
+
+/// API keys seen in the last [`KeyCache::TTL`]. Unknown keys are never
+/// cached, so a key created by `admin tenant create` works at once; a disabled
+/// key stops working within the TTL.
+#[derive(Default)]
+pub struct KeyCache {
+    map: std::sync::Mutex<
+        std::collections::HashMap<String, (gpucloud_store::tenants::KeyRecord, std::time::Instant)>,
+    >,
+}
+
+impl KeyCache {
+    /// How long a key is trusted without looking at the database.
+    pub const TTL: Duration = Duration::from_secs(15);
+
+    /// Looks a SecretId up, from the cache or the store.
+    pub async fn lookup(
+        &self,
+        store: &Store,
+        secret_id: &str,
+    ) -> gpucloud_store::Result<Option<gpucloud_store::tenants::KeyRecord>> {
+        if let Some((rec, at)) = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(secret_id)
+        {
+            if at.elapsed() < Self::TTL {
+                return Ok(Some(rec.clone()));
+            }
+        }
+        let rec = store.api_key_lookup(secret_id).await?;
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        match &rec {
+            Some(r) => {
+                if map.len() > 100_000 {
+                    map.clear();
+                }
+                map.insert(
+                    secret_id.to_string(),
+                    (r.clone(), std::time::Instant::now()),
+                );
+            }
+            None => {
+                map.remove(secret_id);
+            }
+        }
+        Ok(rec)
+    }
 }
 
 impl App {
@@ -84,6 +136,7 @@ impl App {
             gateway,
             cfg,
             metrics: metrics::Metrics::default(),
+            keys: KeyCache::default(),
         }))
     }
 

@@ -2,8 +2,9 @@
 //! world, compares it with what should be, and repairs the difference, on a
 //! timer. Running one twice is harmless.
 //!
-//! * **capacity** — rebuilds the scheduler's index from the database (claims
-//!   made or released by other servers, operator changes);
+//! * **capacity** — reloads into the scheduler's index the hosts whose
+//!   database generation moved (claims made or released by other servers,
+//!   operator changes), one host at a time (see `sched`);
 //! * **host liveness** — a host whose agent has not talked to this server
 //!   within the grace period becomes `UNREACHABLE` (its instances keep their
 //!   state and claims: nothing is double-booked); when it talks again it is
@@ -32,11 +33,25 @@ async fn capacity_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        match app.store.capacity_snapshot().await {
-            Ok(snap) => app.sched.resync(&snap),
-            Err(e) => tracing::warn!(error = ?e, "capacity resync failed"),
+        if let Err(e) = capacity_pass(&app).await {
+            tracing::warn!(error = ?e, "capacity pass failed");
         }
     }
+}
+
+/// One pass of the capacity check: reload the hosts whose database
+/// generation moved (claims or releases by other servers, operator changes)
+/// and drop hosts that left the database.
+pub async fn capacity_pass(app: &App) -> gpucloud_store::Result<()> {
+    let gens = app.store.host_generations().await?;
+    let (changed, gone) = app.sched.stale(&gens);
+    for h in gone {
+        app.sched.forget(&h);
+    }
+    for h in changed {
+        app.sched.refresh_from(&app.store, &h).await?;
+    }
+    Ok(())
 }
 
 /// One pass of the liveness check. `started` is when this server started: a
@@ -72,9 +87,7 @@ pub async fn liveness_pass(app: &App, started: Instant) -> gpucloud_store::Resul
             false
         };
         if changed {
-            if let Some((h, g)) = app.store.capacity_of(&h.host_id).await? {
-                app.sched.refresh_host(&h, &g);
-            }
+            app.sched.refresh_from(&app.store, &h.host_id).await?;
         }
     }
     Ok(())

@@ -5,8 +5,15 @@
 //! in this process never plan the same GPU. The database claim is the real
 //! guard: if another server (or a stale index) lets two plans pick one GPU,
 //! the second transaction fails and the caller re-plans after refreshing that
-//! host. A periodic resync rebuilds the index from the database and re-applies
-//! reservations still in flight.
+//! host.
+//!
+//! # Refreshing without going stale
+//! A host is refreshed from the database one at a time, and only if nothing
+//! touched it in memory while its row was being read (an epoch per host) and
+//! no reservation on it is in flight. So a refresh can never overwrite a claim
+//! or release this server made in the meantime with an older row; a refresh
+//! that loses that race is simply dropped and the next pass retries. The
+//! capacity reconciler refreshes the hosts whose database generation moved.
 
 use gpucloud_core::gpu::GpuModel;
 use gpucloud_scheduler::{
@@ -27,6 +34,22 @@ struct Reservation {
 struct State {
     index: CapacityIndex,
     reservations: HashMap<u64, Reservation>,
+    /// Per host: bumped by every change made in memory.
+    epochs: HashMap<String, u64>,
+    /// Per host: the database generation the index last loaded.
+    db_gens: HashMap<String, i64>,
+}
+
+impl State {
+    fn touch(&mut self, host: &str) {
+        *self.epochs.entry(host.to_string()).or_default() += 1;
+    }
+
+    fn pending_on(&self, host: &str) -> bool {
+        self.reservations
+            .values()
+            .any(|r| r.items.iter().any(|i| i.0 == host))
+    }
 }
 
 /// Handle of a reservation.
@@ -93,11 +116,13 @@ impl Scheduler {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Rebuilds the index from stored hosts, keeping reservations in flight.
+    /// Builds the index from stored hosts (at start, before any request).
     pub fn resync(&self, snapshot: &[(Host, Vec<Gpu>)]) {
         let mut index = CapacityIndex::new();
+        let mut gens = HashMap::new();
         for (h, g) in snapshot {
             index.upsert(capacity_from(h, g));
+            gens.insert(h.host_id.clone(), h.generation);
         }
         let mut st = self.lock();
         for r in st.reservations.values() {
@@ -106,6 +131,62 @@ impl Scheduler {
             }
         }
         st.index = index;
+        st.db_gens = gens;
+    }
+
+    /// Hosts whose database generation differs from what the index loaded,
+    /// and hosts the index has that the database no longer has.
+    pub fn stale(&self, gens: &[(String, i64)]) -> (Vec<String>, Vec<String>) {
+        let st = self.lock();
+        let changed = gens
+            .iter()
+            .filter(|(h, g)| st.db_gens.get(h) != Some(g))
+            .map(|(h, _)| h.clone())
+            .collect();
+        let known: std::collections::HashSet<&String> = gens.iter().map(|(h, _)| h).collect();
+        let gone = st
+            .db_gens
+            .keys()
+            .filter(|h| !known.contains(h))
+            .cloned()
+            .collect();
+        (changed, gone)
+    }
+
+    /// Forgets a host that left the database.
+    pub fn forget(&self, host_id: &str) {
+        let mut st = self.lock();
+        st.index.remove(host_id);
+        st.db_gens.remove(host_id);
+        st.touch(host_id);
+    }
+
+    /// Reloads one host from the store, unless this server changes it meanwhile
+    /// (then the next pass does). Returns whether the index took the new row.
+    pub async fn refresh_from(
+        &self,
+        store: &gpucloud_store::Store,
+        host_id: &str,
+    ) -> gpucloud_store::Result<bool> {
+        let epoch = {
+            let st = self.lock();
+            if st.pending_on(host_id) {
+                return Ok(false);
+            }
+            st.epochs.get(host_id).copied().unwrap_or(0)
+        };
+        let Some((h, g)) = store.capacity_of(host_id).await? else {
+            self.forget(host_id);
+            return Ok(true);
+        };
+        let mut st = self.lock();
+        if st.epochs.get(host_id).copied().unwrap_or(0) != epoch || st.pending_on(host_id) {
+            return Ok(false);
+        }
+        st.index.upsert(capacity_from(&h, &g));
+        st.db_gens.insert(host_id.to_string(), h.generation);
+        st.touch(host_id);
+        Ok(true)
     }
 
     /// Replaces the index with these hosts (benchmarks, tests).
@@ -115,20 +196,6 @@ impl Scheduler {
             index.upsert(h);
         }
         self.lock().index = index;
-    }
-
-    /// Refreshes one host from its stored rows (after a conflict or a registration).
-    pub fn refresh_host(&self, h: &Host, gpus: &[Gpu]) {
-        let mut st = self.lock();
-        let pending: Vec<(String, Vec<u32>, u32, u64)> = st
-            .reservations
-            .values()
-            .flat_map(|r| r.items.iter().filter(|i| i.0 == h.host_id).cloned())
-            .collect();
-        st.index.upsert(capacity_from(h, gpus));
-        for (host, g, c, m) in pending {
-            st.index.claim(&host, &g, c, m);
-        }
     }
 
     /// Plans and reserves up to `n` placements of `req` (at least `min`),
@@ -165,6 +232,9 @@ impl Scheduler {
                 st.index.release(h, g, *c, *m);
             }
             return Err(first_err.unwrap_or(NoFit::Full("no capacity".into())));
+        }
+        for (h, ..) in &items {
+            st.touch(h);
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         st.reservations.insert(id, Reservation { items });
@@ -222,6 +292,7 @@ impl Scheduler {
             return None;
         }
         st.index.claim(host_id, &add, cpu, mem_mib);
+        st.touch(host_id);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         st.reservations.insert(
             id,
@@ -234,7 +305,12 @@ impl Scheduler {
 
     /// The reservation is in the database now.
     pub fn commit(&self, id: ReservationId) {
-        self.lock().reservations.remove(&id.0);
+        let mut st = self.lock();
+        if let Some(r) = st.reservations.remove(&id.0) {
+            for (h, ..) in &r.items {
+                st.touch(h);
+            }
+        }
     }
 
     /// The reservation was not used: give everything back.
@@ -243,18 +319,23 @@ impl Scheduler {
         if let Some(r) = st.reservations.remove(&id.0) {
             for (h, g, c, m) in &r.items {
                 st.index.release(h, g, *c, *m);
+                st.touch(h);
             }
         }
     }
 
     /// A host let go of resources.
     pub fn release(&self, host_id: &str, gpus: &[u32], cpu: u32, mem_mib: u64) {
-        self.lock().index.release(host_id, gpus, cpu, mem_mib);
+        let mut st = self.lock();
+        st.index.release(host_id, gpus, cpu, mem_mib);
+        st.touch(host_id);
     }
 
     /// Lowers a host's usage after a shrink on the spot (CPU/memory only).
     pub fn shrink(&self, host_id: &str, cpu: u32, mem_mib: u64) {
-        self.lock().index.release(host_id, &[], cpu, mem_mib);
+        let mut st = self.lock();
+        st.index.release(host_id, &[], cpu, mem_mib);
+        st.touch(host_id);
     }
 
     /// Reads the index.
@@ -330,6 +411,9 @@ mod tests {
         assert_eq!(placed.len(), 3);
         s.resync(&snap);
         assert_eq!(s.with_index(|i| i.host("a").unwrap().free_gpus()), 5);
+        assert_eq!(s.stale(&[("a".into(), 1)]), (vec![], vec![]));
+        assert_eq!(s.stale(&[("a".into(), 2)]), (vec!["a".to_string()], vec![]));
+        assert_eq!(s.stale(&[]), (vec![], vec!["a".to_string()]));
         s.cancel(id);
         assert_eq!(s.with_index(|i| i.host("a").unwrap().free_gpus()), 8);
         // Min count not met: nothing stays reserved.

@@ -17,31 +17,124 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value};
 
 const KEYS: &[&str] = &[
-    "InstanceIds", "Filters", "Name", "Values", "Placement", "Zone", "ProjectId", "ImageId", "ImageIds",
-    "InstanceType", "InstanceCount", "MinCount", "Limit", "Offset", "KeyIds", "KeyId", "KeyName", "PublicKey",
-    "LoginSettings", "Password", "KeepImageLogin", "UserData", "DryRun", "ClientToken", "InstanceName",
-    "HostName", "InstanceChargeType", "InstanceChargePrepaid", "Period", "RenewFlag", "SystemDisk", "DiskType",
-    "DiskSize", "DataDisks", "InternetAccessible", "InternetMaxBandwidthOut", "InternetChargeType",
-    "VirtualPrivateCloud", "VpcId", "SubnetId", "DisasterRecoverGroupIds", "Type", "StopType", "StoppedMode",
-    "ForceStop", "ForceReboot", "DisableApiTermination", "SecurityGroupIds", "TagSpecification", "ResourceType",
-    "Tags", "Key", "Value", "Affinity", "Strategy", "Description", "Bogus",
+    "InstanceIds",
+    "Filters",
+    "Name",
+    "Values",
+    "Placement",
+    "Zone",
+    "ProjectId",
+    "ImageId",
+    "ImageIds",
+    "InstanceType",
+    "InstanceCount",
+    "MinCount",
+    "Limit",
+    "Offset",
+    "KeyIds",
+    "KeyId",
+    "KeyName",
+    "PublicKey",
+    "LoginSettings",
+    "Password",
+    "KeepImageLogin",
+    "UserData",
+    "DryRun",
+    "ClientToken",
+    "InstanceName",
+    "HostName",
+    "InstanceChargeType",
+    "InstanceChargePrepaid",
+    "Period",
+    "RenewFlag",
+    "SystemDisk",
+    "DiskType",
+    "DiskSize",
+    "DataDisks",
+    "InternetAccessible",
+    "InternetMaxBandwidthOut",
+    "InternetChargeType",
+    "VirtualPrivateCloud",
+    "VpcId",
+    "SubnetId",
+    "DisasterRecoverGroupIds",
+    "Type",
+    "StopType",
+    "StoppedMode",
+    "ForceStop",
+    "ForceReboot",
+    "DisableApiTermination",
+    "SecurityGroupIds",
+    "TagSpecification",
+    "ResourceType",
+    "Tags",
+    "Key",
+    "Value",
+    "Affinity",
+    "Strategy",
+    "Description",
+    "Bogus",
 ];
 
 const STRINGS: &[&str] = &[
-    "ins-aaaaaaaa", "ins-1122", "img-gc0ubt22", "img-zzzzzzzz", "ap-guangzhou-3", "ap-guangzhou-4", "ap-shanghai-1",
-    "GT5.6XLARGE240", "GT5.48XLARGE1920", "S5.SMALL1", "GN7.2XLARGE32", "nonsense", "zone", "instance-state",
-    "instance-id", "RUNNING", "PREPAID", "POSTPAID_BY_HOUR", "SPOTPAID", "SOFT", "HARD", "STOP_CHARGING",
-    "skey-aaaaaaaa", "ps-aaaaaaaa", "HOST", "SW", "aGVsbG8=", "%%%", "", "True", "False", "-1", "99999999999999999999",
-    "Passw0rd!", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHE5vJzvoQXOYsT6ZW3d4YoLz9TAbQx1EEfmBdS+b2Qd x",
-    "tag:team", "cpu:desc", "\u{672a}\u{547d}\u{540d}", "{R:3}",
+    "ins-aaaaaaaa",
+    "ins-1122",
+    "img-gc0ubt22",
+    "img-zzzzzzzz",
+    "ap-guangzhou-3",
+    "ap-guangzhou-4",
+    "ap-shanghai-1",
+    "GT5.6XLARGE240",
+    "GT5.48XLARGE1920",
+    "S5.SMALL1",
+    "GN7.2XLARGE32",
+    "nonsense",
+    "zone",
+    "instance-state",
+    "instance-id",
+    "RUNNING",
+    "PREPAID",
+    "POSTPAID_BY_HOUR",
+    "SPOTPAID",
+    "SOFT",
+    "HARD",
+    "STOP_CHARGING",
+    "skey-aaaaaaaa",
+    "ps-aaaaaaaa",
+    "HOST",
+    "SW",
+    "aGVsbG8=",
+    "%%%",
+    "",
+    "True",
+    "False",
+    "-1",
+    "99999999999999999999",
+    "Passw0rd!",
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHE5vJzvoQXOYsT6ZW3d4YoLz9TAbQx1EEfmBdS+b2Qd x",
+    "tag:team",
+    "cpu:desc",
+    "\u{672a}\u{547d}\u{540d}",
+    "{R:3}",
 ];
 
 fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        prop_oneof![Just(0i64), Just(1), Just(-1), Just(8), Just(500), Just(501), any::<i64>()].prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        prop_oneof![
+            Just(0i64),
+            Just(1),
+            Just(-1),
+            Just(8),
+            Just(500),
+            Just(501),
+            any::<i64>()
+        ]
+        .prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         prop::sample::select(STRINGS).prop_map(|s| Value::String(s.to_string())),
         ".{0,12}".prop_map(Value::String),
     ]
@@ -75,7 +168,12 @@ fn params() -> impl Strategy<Value = Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_parameters_never_break_the_server() {
     let cloud = TestCloud::start("2*H100x8,1*CPU").await;
-    let c = cloud.app.store.tenant_create("fuzz", 100_000).await.unwrap();
+    let c = cloud
+        .app
+        .store
+        .tenant_create("fuzz", 100_000)
+        .await
+        .unwrap();
     let scope = TenantScope::new(c.app_id);
     let mut runner = TestRunner::new(Config {
         cases: 600,
@@ -100,9 +198,12 @@ async fn random_parameters_never_break_the_server() {
             action: action.to_string(),
             params: p.clone(),
         };
-        let out = tokio::time::timeout(std::time::Duration::from_secs(30), dispatch(&cloud.app, &ctx, &call))
-            .await
-            .unwrap_or_else(|_| panic!("{action} hung on {p}"));
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            dispatch(&cloud.app, &ctx, &call),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{action} hung on {p}"));
         if let Err(e) = out {
             assert_ne!(e.code(), "InternalError", "{action} {p}: {e:?}");
             assert!(!e.message(ctx.lang).is_empty());

@@ -12,6 +12,9 @@ CREATE TABLE tenants (
     uin             BIGINT NOT NULL UNIQUE,
     name            TEXT NOT NULL UNIQUE,
     instance_quota  BIGINT NOT NULL,
+    -- Instances not yet terminated; kept in the transactions that create and
+    -- terminate instances, so the quota check is one conditional UPDATE.
+    instance_count  BIGINT NOT NULL DEFAULT 0,
     created_at      BIGINT NOT NULL
 );
 
@@ -194,7 +197,6 @@ CREATE INDEX instances_app_state ON instances(app_id, state);
 CREATE INDEX instances_host ON instances(host_id);
 CREATE INDEX instances_prev_host ON instances(prev_host_id);
 CREATE INDEX instances_group ON instances(placement_group_id);
-CREATE INDEX instances_state ON instances(state);
 
 CREATE TABLE instance_key_pairs (
     instance_id  TEXT NOT NULL,

@@ -27,6 +27,9 @@ pub struct Store {
     read: AnyPool,
     write: AnyPool,
     secrets: Arc<SecretBox>,
+    /// Default networks already known to exist: they are never deleted.
+    nets:
+        Arc<std::sync::Mutex<std::collections::HashMap<(i64, String), crate::network::DefaultNet>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -96,6 +99,7 @@ impl Store {
             read,
             write,
             secrets: Arc::new(secrets),
+            nets: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -109,6 +113,37 @@ impl Store {
     /// The secret sealer.
     pub fn secrets(&self) -> &SecretBox {
         &self.secrets
+    }
+
+    /// The tenant's default network in a zone, created on first use.
+    pub(crate) async fn default_net(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        scope: &crate::TenantScope,
+        zone: &str,
+    ) -> Result<crate::network::DefaultNet> {
+        let key = (scope.app_id(), zone.to_string());
+        if let Some(n) = self
+            .nets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(n.clone());
+        }
+        crate::network::ensure_default_net(tx, scope, zone).await
+    }
+
+    /// Remembers default networks once the transaction that may have created them committed.
+    pub(crate) fn remember_nets(
+        &self,
+        scope: &crate::TenantScope,
+        nets: Vec<(String, crate::network::DefaultNet)>,
+    ) {
+        let mut cache = self.nets.lock().unwrap_or_else(|p| p.into_inner());
+        for (zone, net) in nets {
+            cache.insert((scope.app_id(), zone), net);
+        }
     }
 
     /// The pool for reads.

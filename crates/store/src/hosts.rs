@@ -208,7 +208,7 @@ impl Store {
             "INSERT INTO hosts (host_id, name, zone, kind, gpu_model, cpu_total, mem_total_mib, runtimes, rack, switch_name, state, state_reason, inventory, last_seen, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'READY', '', $11, $12, $12)
              ON CONFLICT (host_id) DO UPDATE SET name = $2, zone = $3, kind = $4, gpu_model = $5, cpu_total = $6, mem_total_mib = $7,
-               runtimes = $8, rack = $9, switch_name = $10, inventory = $11, last_seen = $12,
+               runtimes = $8, rack = $9, switch_name = $10, inventory = $11, last_seen = $12, generation = hosts.generation + 1,
                state = CASE WHEN hosts.state IN ('UNREACHABLE', 'OFFLINE') THEN 'READY' ELSE hosts.state END,
                state_reason = CASE WHEN hosts.state IN ('UNREACHABLE', 'OFFLINE') THEN '' ELSE hosts.state_reason END",
         )
@@ -282,6 +282,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE hosts SET last_seen = $2,
+               generation = generation + CASE WHEN state = 'UNREACHABLE' THEN 1 ELSE 0 END,
                state = CASE WHEN state = 'UNREACHABLE' THEN 'READY' ELSE state END,
                state_reason = CASE WHEN state = 'UNREACHABLE' THEN '' ELSE state_reason END
              WHERE host_id = $1",
@@ -297,7 +298,7 @@ impl Store {
     /// Sets a host's state (operator or liveness reconciler).
     pub async fn host_set_state(&self, host_id: &str, state: &str, reason: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let n = sqlx::query("UPDATE hosts SET state = $2, state_reason = $3 WHERE host_id = $1")
+        let n = sqlx::query("UPDATE hosts SET state = $2, state_reason = $3, generation = generation + 1 WHERE host_id = $1")
             .bind(host_id)
             .bind(state)
             .bind(reason)
@@ -326,13 +327,23 @@ impl Store {
             .map(|r| col(r, "host_id"))
             .collect::<Result<_>>()?;
         for id in &ids {
-            sqlx::query("UPDATE hosts SET state = 'UNREACHABLE', state_reason = 'the host agent stopped reporting' WHERE host_id = $1")
+            sqlx::query("UPDATE hosts SET state = 'UNREACHABLE', state_reason = 'the host agent stopped reporting', generation = generation + 1 WHERE host_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
         Ok(ids)
+    }
+
+    /// `(host, generation)` of every host: cheap change detection.
+    pub async fn host_generations(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT host_id, generation FROM hosts")
+            .fetch_all(self.r())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((col(r, "host_id")?, col(r, "generation")?)))
+            .collect()
     }
 
     /// All hosts.
@@ -389,6 +400,10 @@ impl Store {
         if n == 0 {
             return Err(StoreError::NotFound(format!("GPU {gpu_id}")));
         }
+        sqlx::query("UPDATE hosts SET generation = generation + 1 WHERE host_id = (SELECT host_id FROM gpus WHERE gpu_id = $1)")
+            .bind(gpu_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -19,7 +19,7 @@
 //! still run on it — even across crashes, since everything is in the database.
 
 use crate::db::{col, json_col, placeholders};
-use crate::network::{allocate_ip, ensure_default_net, release_ips};
+use crate::network::{allocate_ip, release_ips};
 use crate::{now_ms, Result, Store, StoreError, TenantScope};
 use gpucloud_core::error::CloudError;
 use gpucloud_core::lifecycle::{self, DesiredPower, InstanceState, Observed, Operation};
@@ -473,28 +473,25 @@ impl Store {
                 return Ok(Created::Existing(json_col(&r, "result")?));
             }
         }
-        // Quota.
-        let quota: i64 = col(
-            &sqlx::query("SELECT instance_quota FROM tenants WHERE app_id = $1")
-                .bind(scope.app_id())
-                .fetch_one(&mut *tx)
-                .await?,
-            "instance_quota",
-        )?;
-        let used: i64 = col(
-            &sqlx::query(
-                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM instances WHERE app_id = $1 AND state <> 'TERMINATED'",
-            )
-            .bind(scope.app_id())
-            .fetch_one(&mut *tx)
-            .await?,
-            "n",
-        )?;
+        // Quota: one conditional update of the tenant's counter.
         let requested = batch.instances.len() as i64;
-        if used + requested > quota {
+        let n = sqlx::query(
+            "UPDATE tenants SET instance_count = instance_count + $2 WHERE app_id = $1 AND instance_count + $2 <= instance_quota",
+        )
+        .bind(scope.app_id())
+        .bind(requested)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            let row =
+                sqlx::query("SELECT instance_quota, instance_count FROM tenants WHERE app_id = $1")
+                    .bind(scope.app_id())
+                    .fetch_one(&mut *tx)
+                    .await?;
             return Err(CloudError::InstanceQuota {
-                quota,
-                used,
+                quota: col(&row, "instance_quota")?,
+                used: col(&row, "instance_count")?,
                 requested,
             }
             .into());
@@ -557,6 +554,7 @@ impl Store {
             }
         }
         let mut ids = Vec::with_capacity(batch.instances.len());
+        let mut nets = Vec::new();
         for inst in &batch.instances {
             claim_on_host(
                 &mut tx,
@@ -567,7 +565,8 @@ impl Store {
                 &inst.gpu_indexes,
             )
             .await?;
-            let net = ensure_default_net(&mut tx, scope, &inst.zone).await?;
+            let net = self.default_net(&mut tx, scope, &inst.zone).await?;
+            nets.push((inst.zone.clone(), net.clone()));
             let ip = allocate_ip(&mut tx, &net.subnet_id, &inst.instance_id)
                 .await?
                 .ok_or_else(|| CloudError::SubnetFull(net.subnet_id.clone()))?;
@@ -656,6 +655,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.remember_nets(scope, nets);
         Ok(Created::New(ids))
     }
 
@@ -1184,7 +1184,10 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("host {host_id}")))?;
         let generation: i64 = col(&gen_row, "generation")?;
         let rows = sqlx::query(&format!(
-            "SELECT {INSTANCE_COLS}, password_sealed FROM instances WHERE (host_id = $1 OR prev_host_id = $1) AND state <> 'TERMINATED' ORDER BY instance_id"
+            "SELECT {INSTANCE_COLS}, password_sealed,
+               (SELECT location FROM images WHERE images.image_id = instances.image_id) AS image_location,
+               (SELECT cidr FROM subnets WHERE subnets.subnet_id = instances.subnet_id) AS subnet_cidr
+             FROM instances WHERE (host_id = $1 OR prev_host_id = $1) AND state <> 'TERMINATED' ORDER BY instance_id"
         ))
         .bind(host_id)
         .fetch_all(self.r())
@@ -1218,23 +1221,6 @@ impl Store {
                 .or_default()
                 .push(col(k, "public_key")?);
         }
-        let images = sqlx::query("SELECT image_id, location FROM images")
-            .fetch_all(self.r())
-            .await?;
-        let mut locations: HashMap<String, String> = HashMap::new();
-        for i in &images {
-            locations.insert(col(i, "image_id")?, col(i, "location")?);
-        }
-        let subnets = sqlx::query(
-            "SELECT DISTINCT s.subnet_id, s.cidr FROM subnets s JOIN instances i ON i.subnet_id = s.subnet_id WHERE i.host_id = $1",
-        )
-        .bind(host_id)
-        .fetch_all(self.r())
-        .await?;
-        let mut cidrs: HashMap<String, String> = HashMap::new();
-        for s in &subnets {
-            cidrs.insert(col(s, "subnet_id")?, col(s, "cidr")?);
-        }
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let inst = instance_from_row(r)?;
@@ -1264,14 +1250,14 @@ impl Store {
                 } else {
                     vec![]
                 },
-                image_location: locations.get(&inst.image_id).cloned().unwrap_or_default(),
+                image_location: col::<Option<String>>(r, "image_location")?.unwrap_or_default(),
                 image_id: inst.image_id.clone(),
                 runtime: inst.runtime.clone(),
                 user_data: inst.user_data.clone(),
                 password,
                 public_keys: pubkeys.remove(&inst.instance_id).unwrap_or_default(),
                 private_ip: inst.private_ip.clone(),
-                subnet_cidr: inst.subnet_id.as_ref().and_then(|s| cidrs.get(s).cloned()),
+                subnet_cidr: col(r, "subnet_cidr")?,
                 data_disks: inst.data_disks.clone(),
                 system_disk: inst.system_disk.clone(),
                 app_id: inst.app_id,
@@ -1294,6 +1280,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE hosts SET observed_generation = $2, last_seen = $3,
+               generation = generation + CASE WHEN state = 'UNREACHABLE' THEN 1 ELSE 0 END,
                state = CASE WHEN state = 'UNREACHABLE' THEN 'READY' ELSE state END,
                state_reason = CASE WHEN state = 'UNREACHABLE' THEN '' ELSE state_reason END
              WHERE host_id = $1",
@@ -1393,6 +1380,10 @@ impl Store {
                 }
             }
             if to == InstanceState::Terminated {
+                sqlx::query("UPDATE tenants SET instance_count = instance_count - 1 WHERE app_id = $1 AND instance_count > 0")
+                    .bind(inst.app_id)
+                    .execute(&mut *tx)
+                    .await?;
                 release_ips(&mut tx, &inst.instance_id).await?;
                 sqlx::query("DELETE FROM instance_key_pairs WHERE instance_id = $1")
                     .bind(&inst.instance_id)

@@ -76,6 +76,7 @@ pub fn gateway(cidr: &str) -> Option<String> {
     address_at(cidr, 1)
 }
 
+/// Creates (if needed) and returns the tenant's default VPC and zone subnet.
 pub(crate) async fn ensure_default_net(
     tx: &mut Transaction<'static, Any>,
     scope: &TenantScope,
@@ -128,25 +129,36 @@ pub(crate) async fn ensure_default_net(
     })
 }
 
-/// Allocates the next free address of a subnet to an instance.
+/// Allocates the next free address of a subnet to an instance: the cursor
+/// moves with one `UPDATE … RETURNING`, the address is taken with an insert
+/// that a taken address makes a no-op (then the cursor moves on).
 pub(crate) async fn allocate_ip(
     tx: &mut Transaction<'static, Any>,
     subnet_id: &str,
     instance_id: &str,
 ) -> Result<Option<String>> {
-    let row = sqlx::query("SELECT cidr, next_offset FROM subnets WHERE subnet_id = $1")
+    let mut tries = 0i64;
+    loop {
+        let row = sqlx::query(
+            "UPDATE subnets SET next_offset = next_offset + 1 WHERE subnet_id = $1 RETURNING next_offset, cidr",
+        )
         .bind(subnet_id)
         .fetch_one(&mut **tx)
         .await?;
-    let cidr: String = col(&row, "cidr")?;
-    let mut offset: i64 = col(&row, "next_offset")?;
-    let (_, len) =
-        parse_cidr(&cidr).ok_or_else(|| StoreError::Corrupt(format!("subnet CIDR {cidr}")))?;
-    let size = 1i64 << (32 - len);
-    let usable = size - 3; // network, gateway, broadcast
-    for _ in 0..usable {
+        let cidr: String = col(&row, "cidr")?;
+        let next: i64 = col(&row, "next_offset")?;
+        let (_, len) =
+            parse_cidr(&cidr).ok_or_else(|| StoreError::Corrupt(format!("subnet CIDR {cidr}")))?;
+        let size = 1i64 << (32 - len);
+        let usable = size - 3; // network, gateway, broadcast
+        let mut offset = next - 1;
         if offset < 2 || offset > size - 2 {
+            // Wrap around: .2 is next, the cursor continues after it.
             offset = 2;
+            sqlx::query("UPDATE subnets SET next_offset = 3 WHERE subnet_id = $1")
+                .bind(subnet_id)
+                .execute(&mut **tx)
+                .await?;
         }
         let ip = address_at(&cidr, offset as u32).expect("offset inside the CIDR");
         let n = sqlx::query(
@@ -158,17 +170,14 @@ pub(crate) async fn allocate_ip(
         .execute(&mut **tx)
         .await?
         .rows_affected();
-        offset += 1;
         if n == 1 {
-            sqlx::query("UPDATE subnets SET next_offset = $2 WHERE subnet_id = $1")
-                .bind(subnet_id)
-                .bind(offset)
-                .execute(&mut **tx)
-                .await?;
             return Ok(Some(ip));
         }
+        tries += 1;
+        if tries >= usable {
+            return Ok(None);
+        }
     }
-    Ok(None)
 }
 
 /// Frees the addresses of an instance.

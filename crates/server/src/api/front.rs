@@ -227,8 +227,8 @@ async fn tc3(
     })?;
     check_skew(ts).map_err(with_lang)?;
     let key = app
-        .store
-        .api_key_lookup(&parsed.secret_id)
+        .keys
+        .lookup(&app.store, &parsed.secret_id)
         .await
         .map_err(|e| {
             tracing::error!(error = ?e, "key lookup failed");
@@ -368,8 +368,8 @@ async fn v1(
     })?;
     check_skew(ts).map_err(with_lang)?;
     let key = app
-        .store
-        .api_key_lookup(&secret_id)
+        .keys
+        .lookup(&app.store, &secret_id)
         .await
         .map_err(|e| {
             tracing::error!(error = ?e, "key lookup failed");

@@ -22,7 +22,7 @@ use gpucloud_store::instances::{
 use gpucloud_store::TenantScope;
 
 /// How many times a placement is re-planned after losing a race.
-const PLACE_ATTEMPTS: usize = 6;
+const PLACE_ATTEMPTS: usize = 10;
 
 /// A spread group constraint for a placement.
 #[derive(Debug, Clone)]
@@ -188,9 +188,10 @@ pub async fn place(app: &App, ctx: &Ctx, spec: &PlaceSpec) -> Result<Vec<String>
 }
 
 async fn refresh(app: &App, host: &str) -> Result<(), CloudError> {
-    if let Some((h, g)) = app.store.capacity_of(host).await.map_err(internal)? {
-        app.sched.refresh_host(&h, &g);
-    }
+    app.sched
+        .refresh_from(&app.store, host)
+        .await
+        .map_err(internal)?;
     Ok(())
 }
 
