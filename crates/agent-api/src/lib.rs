@@ -190,6 +190,27 @@ pub struct InstanceSpec {
     pub app_id: i64,
 }
 
+/// A command to run inside an instance (TAT `RunCommand`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandSpec {
+    /// `invt-…`: the task (one instance of one invocation).
+    pub task_id: String,
+    /// The instance.
+    pub instance_id: String,
+    /// Base64 script.
+    pub content: String,
+    /// `SHELL`.
+    pub command_type: String,
+    /// Working directory inside the instance.
+    pub working_directory: String,
+    /// Seconds before the command is killed.
+    pub timeout_s: u64,
+    /// User to run as.
+    pub username: String,
+    /// `PENDING` (run it) or `RUNNING` (it was started before; do not start again).
+    pub status: String,
+}
+
 /// The desired state of a host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredState {
@@ -199,6 +220,30 @@ pub struct DesiredState {
     pub generation: i64,
     /// Instances.
     pub instances: Vec<InstanceSpec>,
+    /// Commands to run (or being run) in instances of this host.
+    #[serde(default)]
+    pub commands: Vec<CommandSpec>,
+}
+
+/// Progress or outcome of a command task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// `invt-…`.
+    pub task_id: String,
+    /// `RUNNING`, `SUCCESS`, `FAILED`, `TIMEOUT` or `START_FAILED`.
+    pub status: String,
+    /// Exit code when finished.
+    pub exit_code: Option<i64>,
+    /// Base64 of the (possibly truncated) combined stdout and stderr.
+    pub output: String,
+    /// Bytes of output dropped beyond the limit.
+    pub dropped: u64,
+    /// When the command started (Unix ms).
+    pub started_ms: Option<i64>,
+    /// When it ended (Unix ms).
+    pub ended_ms: Option<i64>,
+    /// Why it could not run, for a person.
+    pub error: String,
 }
 
 /// What an agent saw of an instance.
@@ -239,6 +284,51 @@ pub struct ObservedState {
     pub generation: i64,
     /// Every instance of that desired state, plus any other the host runs.
     pub instances: Vec<InstanceStatus>,
+    /// Command tasks the agent ran or is running.
+    #[serde(default)]
+    pub commands: Vec<CommandResult>,
+}
+
+/// Largest command output kept, bytes (the rest is counted as dropped).
+pub const MAX_COMMAND_OUTPUT: usize = 24 * 1024;
+
+/// A request to join the cluster: a join token and a certificate signing
+/// request for the agent's own key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The join token (`gcj.<id>.<secret>`).
+    pub token: String,
+    /// The host ID the agent will use (also the certificate's common name).
+    pub host_id: String,
+    /// PEM certificate signing request.
+    pub csr_pem: String,
+}
+
+/// The answer to a join: the agent's certificate, signed by the cluster CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// PEM certificate for the agent.
+    pub cert_pem: String,
+    /// PEM of the cluster CA.
+    pub ca_pem: String,
+}
+
+/// A long-poll request for desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredRequest {
+    /// Return once the generation exceeds this.
+    pub after: i64,
+    /// Longest wait, milliseconds.
+    pub wait_ms: u64,
+}
+
+/// Error body of the agent endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentApiError {
+    /// Stable code (`token_invalid`, `token_expired`, `unknown_host`, …).
+    pub code: String,
+    /// What to do about it.
+    pub message: String,
 }
 
 /// Transport or server failure seen by an agent.
@@ -274,6 +364,16 @@ pub trait ControlPlane: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn old_reports_without_commands_still_decode() {
+        let d: DesiredState =
+            serde_json::from_str(r#"{"host_id":"h","generation":1,"instances":[]}"#).unwrap();
+        assert!(d.commands.is_empty());
+        let o: ObservedState =
+            serde_json::from_str(r#"{"host_id":"h","generation":1,"instances":[]}"#).unwrap();
+        assert!(o.commands.is_empty());
+    }
 
     #[test]
     fn wire_shapes_are_stable() {

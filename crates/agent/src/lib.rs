@@ -18,13 +18,15 @@
 //! mentions are destroyed only once the control plane has answered, so a
 //! restarted agent never kills instances it has not been told about yet.
 
+pub mod container;
+pub mod gpu;
 pub mod inventory;
 pub mod runtime;
 pub mod sim;
 
 use gpucloud_agent_api::{
-    ControlPlane, DesiredPower, DesiredState, InstanceSpec, InstanceStatus, ObservedPower,
-    ObservedState,
+    CommandResult, CommandSpec, ControlPlane, DesiredPower, DesiredState, InstanceSpec,
+    InstanceStatus, ObservedPower, ObservedState, MAX_COMMAND_OUTPUT,
 };
 use inventory::Inventory;
 use runtime::{Power, Runtime, StopType};
@@ -182,7 +184,10 @@ impl Agent {
         };
 
         let (done_tx, mut done_rx) = mpsc::channel::<Box<Done>>(256);
+        let (cmd_tx, mut cmd_rx) = mpsc::channel::<Box<CommandResult>>(64);
         let mut slots: HashMap<String, Slot> = HashMap::new();
+        // Command tasks this agent knows, with their latest result.
+        let mut tasks: HashMap<String, CommandResult> = HashMap::new();
         let mut generation = 0i64;
         let mut dirty = false;
         let mut heartbeat = tokio::time::interval(self.opts.heartbeat);
@@ -241,6 +246,46 @@ impl Agent {
                             self.spawn_converge(slot, done_tx.clone());
                         }
                     }
+                    // Commands: start new ones once; a task the control plane
+                    // says is running but this agent never started was lost
+                    // with a previous agent.
+                    let wanted: std::collections::HashSet<String> =
+                        desired.commands.iter().map(|c| c.task_id.clone()).collect();
+                    tasks.retain(|id, _| wanted.contains(id));
+                    for cmd in desired.commands {
+                        if tasks.contains_key(&cmd.task_id) {
+                            continue;
+                        }
+                        let result = if cmd.status == "RUNNING" {
+                            finished(&cmd.task_id, "FAILED", "the host agent restarted while the command was running; its result is lost")
+                        } else {
+                            let rt = slots.get(&cmd.instance_id).and_then(|s| self.runtime_for(&s.spec));
+                            match rt {
+                                Some(rt) => {
+                                    let started = CommandResult {
+                                        task_id: cmd.task_id.clone(),
+                                        status: "RUNNING".into(),
+                                        exit_code: None,
+                                        output: String::new(),
+                                        dropped: 0,
+                                        started_ms: Some(now_ms()),
+                                        ended_ms: None,
+                                        error: String::new(),
+                                    };
+                                    spawn_command(rt, cmd.clone(), started.clone(), cmd_tx.clone());
+                                    started
+                                }
+                                None => finished(&cmd.task_id, "START_FAILED", &format!("instance {} is not on this host", cmd.instance_id)),
+                            }
+                        };
+                        tasks.insert(cmd.task_id.clone(), result);
+                    }
+                    dirty = true;
+                }
+                Some(result) = cmd_rx.recv() => {
+                    if let Some(t) = tasks.get_mut(&result.task_id) {
+                        *t = *result;
+                    }
                     dirty = true;
                 }
                 Some(done) = done_rx.recv() => {
@@ -273,6 +318,7 @@ impl Agent {
                         host_id: host_id.clone(),
                         generation,
                         instances: slots.values().map(|s| s.status.clone()).collect(),
+                        commands: tasks.values().cloned().collect(),
                     };
                     if let Err(e) = self.link.report(&observed).await {
                         tracing::debug!(host = %host_id, error = %e, "report failed; will retry");
@@ -330,6 +376,80 @@ impl Agent {
                 .await;
         });
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn finished(task_id: &str, status: &str, error: &str) -> CommandResult {
+    let now = now_ms();
+    CommandResult {
+        task_id: task_id.to_string(),
+        status: status.to_string(),
+        exit_code: None,
+        output: String::new(),
+        dropped: 0,
+        started_ms: Some(now),
+        ended_ms: Some(now),
+        error: error.to_string(),
+    }
+}
+
+/// Runs one command task and sends its final result.
+fn spawn_command(
+    rt: Arc<dyn Runtime>,
+    cmd: CommandSpec,
+    started: CommandResult,
+    out: mpsc::Sender<Box<CommandResult>>,
+) {
+    tokio::spawn(async move {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let result = match b64.decode(cmd.content.trim()) {
+            Err(e) => finished(
+                &cmd.task_id,
+                "START_FAILED",
+                &format!("the command is not valid base64: {e}"),
+            ),
+            Ok(script) => {
+                let req = runtime::ExecRequest {
+                    script,
+                    working_directory: cmd.working_directory.clone(),
+                    username: cmd.username.clone(),
+                    timeout: Duration::from_secs(cmd.timeout_s.max(1)),
+                };
+                match rt.exec(&cmd.instance_id, &req).await {
+                    Ok(o) => {
+                        let keep = o.output.len().min(MAX_COMMAND_OUTPUT);
+                        let dropped = (o.output.len() - keep) as u64;
+                        CommandResult {
+                            task_id: cmd.task_id.clone(),
+                            status: if o.timed_out {
+                                "TIMEOUT"
+                            } else if o.exit_code == 0 {
+                                "SUCCESS"
+                            } else {
+                                "FAILED"
+                            }
+                            .into(),
+                            exit_code: Some(o.exit_code),
+                            // The last bytes carry the outcome; keep those.
+                            output: b64.encode(&o.output[o.output.len() - keep..]),
+                            dropped,
+                            started_ms: started.started_ms,
+                            ended_ms: Some(now_ms()),
+                            error: String::new(),
+                        }
+                    }
+                    Err(e) => finished(&cmd.task_id, "START_FAILED", &e.0),
+                }
+            }
+        };
+        let _ = out.send(Box::new(result)).await;
+    });
 }
 
 /// Drops what a converged instance's spec no longer needs on this host

@@ -50,6 +50,30 @@ impl RuntimeError {
     }
 }
 
+/// A command to run inside an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// The script (run by `/bin/sh`).
+    pub script: Vec<u8>,
+    /// Working directory.
+    pub working_directory: String,
+    /// User.
+    pub username: String,
+    /// Kill after this long.
+    pub timeout: std::time::Duration,
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit status (signals as 128 + n).
+    pub exit_code: i64,
+    /// Combined stdout and stderr.
+    pub output: Vec<u8>,
+    /// Killed at the timeout.
+    pub timed_out: bool,
+}
+
 /// An instance runtime.
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync + 'static {
@@ -79,4 +103,12 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Destroys the instance and everything it left on the host.
     async fn destroy(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// Runs a command inside a running instance.
+    async fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, RuntimeError> {
+        let _ = (id, req);
+        Err(RuntimeError::new(
+            "this runtime cannot run commands inside instances",
+        ))
+    }
 }

@@ -19,6 +19,7 @@ impl FakeControlPlane {
             host_id: "host-test0001".into(),
             generation,
             instances,
+            commands: vec![],
         });
         self.changed.notify_waiters();
     }
@@ -82,6 +83,7 @@ impl ControlPlane for FakeControlPlane {
                         host_id: host_id.into(),
                         generation: 0,
                         instances: vec![],
+                        commands: vec![],
                     }));
             }
         }

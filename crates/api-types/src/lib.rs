@@ -15,6 +15,7 @@ pub mod cvm;
 pub mod ids;
 pub mod params;
 pub mod sign;
+pub mod tat;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};

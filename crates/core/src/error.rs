@@ -334,6 +334,49 @@ pub enum CloudError {
     #[error("subnet {0} has no free IP address")]
     SubnetFull(String),
 
+    // --- commands (TAT) ----------------------------------------------------
+    /// An instance ID with the wrong shape (TAT spelling).
+    #[error("instance ID {0} is invalid")]
+    TatInvalidInstanceId(String),
+    /// Instances not found (TAT spelling).
+    #[error("instances not found: {}", .0.join(", "))]
+    TatInstanceNotFound(Vec<String>),
+    /// The command content is not usable.
+    #[error("the command content is invalid: {0}")]
+    TatInvalidContent(String),
+    /// The instance is not running.
+    #[error("instance {0} is not running")]
+    TatInstanceNotRunning(String),
+    /// The instance's host has no command agent.
+    #[error("instance {id} has no command agent: {reason}")]
+    TatAgentNotInstalled {
+        /// Instance.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The instance's host agent is not reachable.
+    #[error("the agent of instance {0} is offline")]
+    TatAgentOffline(String),
+    /// Command type not supported.
+    #[error("command type {0} is not supported")]
+    TatUnsupportedCommandType(String),
+    /// Working directory not acceptable.
+    #[error("working directory {0} is invalid")]
+    TatInvalidWorkingDirectory(String),
+    /// User name not acceptable.
+    #[error("user name {0} is invalid")]
+    TatInvalidUsername(String),
+    /// Command name not acceptable.
+    #[error("command name {0} is invalid")]
+    TatInvalidCommandName(String),
+    /// Invocation ID with the wrong shape.
+    #[error("invocation ID {0} is invalid")]
+    TatInvalidInvocationId(String),
+    /// Invocation task ID with the wrong shape.
+    #[error("invocation task ID {0} is invalid")]
+    TatInvalidInvocationTaskId(String),
+
     // --- generic --------------------------------------------------------------
     /// A feature gpucloud does not offer.
     #[error("{0} is not supported")]
@@ -434,6 +477,18 @@ impl CloudError {
             SubnetNotFound(_) => "InvalidParameterValue.SubnetNotExist",
             SecurityGroupNotFound(_) => "InvalidSecurityGroupId.NotFound",
             SubnetFull(_) => "FailedOperation.NoAvailableIpAddressCountInSubnet",
+            TatInvalidInstanceId(_) => "InvalidParameterValue.InvalidInstanceId",
+            TatInstanceNotFound(_) => "ResourceNotFound.InstanceNotFound",
+            TatInvalidContent(_) => "InvalidParameterValue.InvalidContent",
+            TatInstanceNotRunning(_) => "ResourceUnavailable.InstanceStateNotRunning",
+            TatAgentNotInstalled { .. } => "ResourceUnavailable.AgentNotInstalled",
+            TatAgentOffline(_) => "ResourceUnavailable.AgentStatusNotOnline",
+            TatUnsupportedCommandType(_) => "InvalidParameterValue.AgentUnsupportedCommandType",
+            TatInvalidWorkingDirectory(_) => "InvalidParameterValue.InvalidWorkingDirectory",
+            TatInvalidUsername(_) => "InvalidParameterValue.InvalidUsername",
+            TatInvalidCommandName(_) => "InvalidParameterValue.InvalidCommandName",
+            TatInvalidInvocationId(_) => "InvalidParameterValue.InvalidInvocationId",
+            TatInvalidInvocationTaskId(_) => "InvalidParameterValue.InvalidInvocationTaskId",
             Unsupported(_) => "UnsupportedOperation",
             Internal => "InternalError",
         }
@@ -480,8 +535,8 @@ impl CloudError {
                 format!("{service} 不存在版本 `{version}`，请使用 SDK 自带的版本。"),
             ),
             NoSuchProduct(s) => (
-                format!("The service `{s}` is not offered by this cloud (offered: cvm)."),
-                format!("本云不提供服务 `{s}`（已提供：cvm）。"),
+                format!("The service `{s}` is not offered by this cloud (offered: cvm, tat)."),
+                format!("本云不提供服务 `{s}`（已提供：cvm、tat）。"),
             ),
             UnsupportedRegion { region, served } => (
                 format!("The region `{region}` is not served by this cloud. Use {served}."),
@@ -704,6 +759,54 @@ impl CloudError {
             SubnetFull(s) => (
                 format!("The subnet `{s}` has no free IP address. Terminate instances or use another zone."),
                 format!("子网 `{s}` 没有可用IP，请销毁实例或使用其他可用区。"),
+            ),
+            TatInvalidInstanceId(id) => (
+                format!("The instance ID `{id}` is invalid; instance IDs look like ins-xxxxxxxx."),
+                format!("实例ID `{id}` 无效，实例ID形如 ins-xxxxxxxx。"),
+            ),
+            TatInstanceNotFound(ids) => (
+                format!("The instance `{}` does not exist. Check the ID with DescribeInstances.", ids.join("`, `")),
+                format!("实例 `{}` 不存在，请用 DescribeInstances 确认实例ID。", ids.join("`, `")),
+            ),
+            TatInvalidContent(d) => (
+                format!("The command content is invalid: {d}. Content is the base64 of the script, at most 64 KB."),
+                format!("命令内容无效：{d}。Content 为脚本的 base64 编码，不超过64KB。"),
+            ),
+            TatInstanceNotRunning(id) => (
+                format!("The instance `{id}` is not RUNNING; commands run only in running instances. Start it first."),
+                format!("实例 `{id}` 不在运行中，命令只能在运行中的实例上执行，请先开机。"),
+            ),
+            TatAgentNotInstalled { id, reason } => (
+                format!("The instance `{id}` cannot run commands: {reason}."),
+                format!("实例 `{id}` 无法执行命令：{reason}。"),
+            ),
+            TatAgentOffline(id) => (
+                format!("The host agent of instance `{id}` is offline. Retry when its host is reachable again (gpucloud admin hosts shows host states)."),
+                format!("实例 `{id}` 所在宿主机的 agent 离线，请在宿主机恢复后重试（gpucloud admin hosts 可查看宿主机状态）。"),
+            ),
+            TatUnsupportedCommandType(t) => (
+                format!("The command type `{t}` is not supported on Linux instances; use SHELL."),
+                format!("Linux 实例不支持命令类型 `{t}`，请使用 SHELL。"),
+            ),
+            TatInvalidWorkingDirectory(d) => (
+                format!("The working directory `{d}` is invalid; give an absolute path of at most 200 characters."),
+                format!("执行路径 `{d}` 无效，请填写不超过200个字符的绝对路径。"),
+            ),
+            TatInvalidUsername(u) => (
+                format!("The user name `{u}` is invalid; use a Linux user name like root."),
+                format!("用户名 `{u}` 无效，请使用 root 等 Linux 用户名。"),
+            ),
+            TatInvalidCommandName(n) => (
+                format!("The command name `{n}` is invalid: at most 60 bytes of letters, digits, `_`, `-` and `.`."),
+                format!("命令名称 `{n}` 无效：最多60字节，只能包含中文、字母、数字、`_`、`-` 和 `.`。"),
+            ),
+            TatInvalidInvocationId(i) => (
+                format!("The invocation ID `{i}` is invalid; invocation IDs look like inv-xxxxxxxx."),
+                format!("执行活动ID `{i}` 无效，ID形如 inv-xxxxxxxx。"),
+            ),
+            TatInvalidInvocationTaskId(i) => (
+                format!("The invocation task ID `{i}` is invalid; task IDs look like invt-xxxxxxxx."),
+                format!("执行任务ID `{i}` 无效，ID形如 invt-xxxxxxxx。"),
             ),
             Unsupported(what) => (
                 format!("{what} is not supported by this cloud."),

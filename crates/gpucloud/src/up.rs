@@ -236,7 +236,7 @@ pub async fn run(a: UpArgs) -> Result<()> {
     println!();
     println!("Point tccli at it (one time):");
     println!(
-        "  tccli configure set secretId {} secretKey {} region {} cvm.endpoint {endpoint} --profile gpucloud",
+        "  tccli configure set secretId {} secretKey {} region {} cvm.endpoint {endpoint} tat.endpoint {endpoint} --profile gpucloud",
         creds.secret_id, creds.secret_key, a.region
     );
     println!("Then, for example:");

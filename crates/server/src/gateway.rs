@@ -12,10 +12,11 @@
 
 use crate::sched::Scheduler;
 use gpucloud_agent_api::{
-    AssignedGpu, ControlPlane, DesiredPower, DesiredState, HostInventory, ImageRef, InstanceSpec,
-    LinkError, NicSpec, ObservedPower, ObservedState,
+    AssignedGpu, CommandSpec, ControlPlane, DesiredPower, DesiredState, HostInventory, ImageRef,
+    InstanceSpec, LinkError, NicSpec, ObservedPower, ObservedState,
 };
 use gpucloud_core::lifecycle::{self, Observed};
+use gpucloud_store::commands::TaskOutcome;
 use gpucloud_store::hosts::{GpuUpsert, HostUpsert};
 use gpucloud_store::instances::ObservedInstance;
 use gpucloud_store::{Store, StoreError};
@@ -203,10 +204,26 @@ impl ControlPlane for Gateway {
                 .await
                 .map_err(store_err)?;
             if generation > after || tokio::time::Instant::now() >= deadline {
+                let tasks = Box::pin(self.store.host_tasks(host_id))
+                    .await
+                    .map_err(store_err)?;
                 return Ok(DesiredState {
                     host_id: host_id.to_string(),
                     generation,
                     instances: instances.into_iter().map(to_spec).collect(),
+                    commands: tasks
+                        .into_iter()
+                        .map(|t| CommandSpec {
+                            task_id: t.task_id,
+                            instance_id: t.instance_id,
+                            content: t.command.content,
+                            command_type: t.command.command_type,
+                            working_directory: t.command.working_directory,
+                            timeout_s: t.command.timeout_s.max(1) as u64,
+                            username: t.command.username,
+                            status: t.status,
+                        })
+                        .collect(),
                 });
             }
             let _ = tokio::time::timeout_at(deadline, notified).await;
@@ -244,13 +261,27 @@ impl ControlPlane for Gateway {
                 error: i.message.clone(),
             })
             .collect();
-        let outcome = Box::pin(self.store.host_report(
-            &observed.host_id,
-            observed.generation,
-            &obs,
-        ))
-        .await
-        .map_err(store_err)?;
+        let tasks: Vec<TaskOutcome> = observed
+            .commands
+            .iter()
+            .map(|c| TaskOutcome {
+                task_id: c.task_id.clone(),
+                status: c.status.clone(),
+                exit_code: c.exit_code,
+                output: c.output.clone(),
+                dropped: c.dropped as i64,
+                started_ms: c.started_ms,
+                ended_ms: c.ended_ms,
+                error: c.error.clone(),
+            })
+            .collect();
+        let outcome =
+            Box::pin(
+                self.store
+                    .host_report(&observed.host_id, observed.generation, &obs, &tasks),
+            )
+            .await
+            .map_err(store_err)?;
         for r in &outcome.released {
             let gpus: Vec<u32> = r.gpu_indexes.iter().map(|g| *g as u32).collect();
             self.sched.release(

@@ -290,6 +290,8 @@ pub struct ReportOutcome {
     pub transitions: Vec<(String, InstanceState, InstanceState)>,
     /// Capacity to give back to the scheduler.
     pub released: Vec<Released>,
+    /// Command tasks whose state changed.
+    pub tasks_changed: usize,
 }
 
 /// Options of a state transition.
@@ -1274,6 +1276,7 @@ impl Store {
         host_id: &str,
         observed_generation: i64,
         observed: &[ObservedInstance],
+        tasks: &[crate::commands::TaskOutcome],
     ) -> Result<ReportOutcome> {
         let now = now_ms();
         let mut out = ReportOutcome::default();
@@ -1290,6 +1293,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        out.tasks_changed = Store::apply_task_outcomes(&mut tx, host_id, tasks).await?;
         let by_id: HashMap<&str, &ObservedInstance> = observed
             .iter()
             .map(|o| (o.instance_id.as_str(), o))

@@ -24,6 +24,8 @@
 //! single-connection pool (WAL mode, so reads never wait on it) and retries a
 //! transaction that another process locked.
 
+pub mod agents;
+pub mod commands;
 pub mod db;
 pub mod groups;
 pub mod hosts;

@@ -274,7 +274,12 @@ both!(lifecycle_settles_from_reports, |db| {
         .starts_with("172.16.32."));
     // A stale report changes nothing.
     db.store
-        .host_report("host-a", gen1, &[obs("ins-life0001", 0, Observed::Running)])
+        .host_report(
+            "host-a",
+            gen1,
+            &[obs("ins-life0001", 0, Observed::Running)],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -283,7 +288,12 @@ both!(lifecycle_settles_from_reports, |db| {
     );
     let out = db
         .store
-        .host_report("host-a", gen1, &[obs("ins-life0001", 1, Observed::Running)])
+        .host_report(
+            "host-a",
+            gen1,
+            &[obs("ins-life0001", 1, Observed::Running)],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -337,7 +347,12 @@ both!(lifecycle_settles_from_reports, |db| {
         "{e:?}"
     );
     db.store
-        .host_report("host-a", 0, &[obs("ins-life0001", 2, Observed::Stopped)])
+        .host_report(
+            "host-a",
+            0,
+            &[obs("ins-life0001", 2, Observed::Stopped)],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -380,7 +395,12 @@ both!(lifecycle_settles_from_reports, |db| {
     );
     let out = db
         .store
-        .host_report("host-a", 0, &[obs("ins-life0001", 3, Observed::Absent)])
+        .host_report(
+            "host-a",
+            0,
+            &[obs("ins-life0001", 3, Observed::Absent)],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(out.released.len(), 1);
@@ -404,7 +424,7 @@ both!(launch_failure_releases_after_cleanup, |db| {
         .unwrap();
     let mut o = obs("ins-fail0001", 1, Observed::Failed);
     o.error = Some("image not found on host".into());
-    db.store.host_report("host-a", 0, &[o]).await.unwrap();
+    db.store.host_report("host-a", 0, &[o], &[]).await.unwrap();
     let i = db
         .store
         .instance_get(&s, "ins-fail0001")
@@ -418,7 +438,12 @@ both!(launch_failure_releases_after_cleanup, |db| {
     );
     assert_eq!(db.store.gpu_claims().await.unwrap().len(), 1);
     db.store
-        .host_report("host-a", 0, &[obs("ins-fail0001", 1, Observed::Absent)])
+        .host_report(
+            "host-a",
+            0,
+            &[obs("ins-fail0001", 1, Observed::Absent)],
+            &[],
+        )
         .await
         .unwrap();
     assert!(db.store.gpu_claims().await.unwrap().is_empty());
@@ -432,7 +457,12 @@ both!(resize_on_host_and_by_moving, |db| {
         .await
         .unwrap();
     db.store
-        .host_report("host-a", 0, &[obs("ins-size0001", 1, Observed::Running)])
+        .host_report(
+            "host-a",
+            0,
+            &[obs("ins-size0001", 1, Observed::Running)],
+            &[],
+        )
         .await
         .unwrap();
     let opts = TransitionOpts::default();
@@ -441,7 +471,12 @@ both!(resize_on_host_and_by_moving, |db| {
         .await
         .unwrap();
     db.store
-        .host_report("host-a", 0, &[obs("ins-size0001", 2, Observed::Stopped)])
+        .host_report(
+            "host-a",
+            0,
+            &[obs("ins-size0001", 2, Observed::Stopped)],
+            &[],
+        )
         .await
         .unwrap();
     // 1 -> 4 GPUs on the same host.
@@ -468,7 +503,12 @@ both!(resize_on_host_and_by_moving, |db| {
     assert_eq!(r.state, InstanceState::Starting);
     assert_eq!(r.gpu_ids.len(), 4);
     db.store
-        .host_report("host-a", 0, &[obs("ins-size0001", 3, Observed::Running)])
+        .host_report(
+            "host-a",
+            0,
+            &[obs("ins-size0001", 3, Observed::Running)],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -485,7 +525,12 @@ both!(resize_on_host_and_by_moving, |db| {
         .await
         .unwrap();
     db.store
-        .host_report("host-a", 0, &[obs("ins-size0001", 4, Observed::Stopped)])
+        .host_report(
+            "host-a",
+            0,
+            &[obs("ins-size0001", 4, Observed::Stopped)],
+            &[],
+        )
         .await
         .unwrap();
     let eight = NewShape {
@@ -531,7 +576,12 @@ both!(resize_on_host_and_by_moving, |db| {
     );
     let out = db
         .store
-        .host_report("host-a", 0, &[obs("ins-size0001", 5, Observed::Absent)])
+        .host_report(
+            "host-a",
+            0,
+            &[obs("ins-size0001", 5, Observed::Absent)],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -549,7 +599,12 @@ both!(resize_on_host_and_by_moving, |db| {
         .iter()
         .all(|c| !(c.2 == "host-a" && c.1 == "ins-size0001")));
     db.store
-        .host_report("host-b", 0, &[obs("ins-size0001", 5, Observed::Running)])
+        .host_report(
+            "host-b",
+            0,
+            &[obs("ins-size0001", 5, Observed::Running)],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -564,7 +619,12 @@ both!(resize_on_host_and_by_moving, |db| {
         .await
         .unwrap();
     db.store
-        .host_report("host-b", 0, &[obs("ins-size0001", 6, Observed::Stopped)])
+        .host_report(
+            "host-b",
+            0,
+            &[obs("ins-size0001", 6, Observed::Stopped)],
+            &[],
+        )
         .await
         .unwrap();
     let two = NewShape {
@@ -597,7 +657,12 @@ both!(resize_on_host_and_by_moving, |db| {
         8
     );
     db.store
-        .host_report("host-b", 0, &[obs("ins-size0001", 7, Observed::Running)])
+        .host_report(
+            "host-b",
+            0,
+            &[obs("ins-size0001", 7, Observed::Running)],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -621,7 +686,12 @@ both!(stop_charging_releases_and_start_reclaims, |db| {
         .await
         .unwrap();
     db.store
-        .host_report("host-a", 0, &[obs("ins-stch0001", 1, Observed::Running)])
+        .host_report(
+            "host-a",
+            0,
+            &[obs("ins-stch0001", 1, Observed::Running)],
+            &[],
+        )
         .await
         .unwrap();
     let opts = TransitionOpts {
@@ -634,7 +704,12 @@ both!(stop_charging_releases_and_start_reclaims, |db| {
         .unwrap();
     let out = db
         .store
-        .host_report("host-a", 0, &[obs("ins-stch0001", 2, Observed::Stopped)])
+        .host_report(
+            "host-a",
+            0,
+            &[obs("ins-stch0001", 2, Observed::Stopped)],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(out.released.len(), 1);
@@ -666,7 +741,12 @@ both!(stop_charging_releases_and_start_reclaims, |db| {
         .await
         .unwrap();
     db.store
-        .host_report("host-a", 0, &[obs("ins-stch0002", 2, Observed::Absent)])
+        .host_report(
+            "host-a",
+            0,
+            &[obs("ins-stch0002", 2, Observed::Absent)],
+            &[],
+        )
         .await
         .unwrap();
     db.store

@@ -2,7 +2,7 @@
 //! with errors that name the offending parameter.
 
 use crate::api::front::{Call, Ctx};
-use crate::api::{cvm, decode};
+use crate::api::{cvm, decode, tat};
 use crate::App;
 use gpucloud_core::CloudError;
 use serde_json::Value;
@@ -35,6 +35,9 @@ pub const ACTIONS: &[(&str, &str, &str)] = &[
     ("cvm", "2017-03-12", "DeleteDisasterRecoverGroups"),
     ("cvm", "2017-03-12", "InquiryPriceRunInstances"),
     ("cvm", "2017-03-12", "InquiryPriceResetInstancesType"),
+    ("tat", "2020-10-28", "RunCommand"),
+    ("tat", "2020-10-28", "DescribeInvocations"),
+    ("tat", "2020-10-28", "DescribeInvocationTasks"),
 ];
 
 /// Whether `s` is a service gpucloud serves.
@@ -133,6 +136,15 @@ pub async fn dispatch(app: &App, ctx: &Ctx, call: &Call) -> Result<Value, CloudE
                 "InquiryPriceResetInstancesType" => {
                     route!(app, ctx, p, cvm::inquiry_price_reset_instances_type)
                 }
+                _ => Err(invalid_action(call)),
+            }
+        }
+        ("tat", action) => {
+            check_region(app, ctx)?;
+            match action {
+                "RunCommand" => route!(app, ctx, p, tat::run_command),
+                "DescribeInvocations" => route!(app, ctx, p, tat::describe_invocations),
+                "DescribeInvocationTasks" => route!(app, ctx, p, tat::describe_invocation_tasks),
                 _ => Err(invalid_action(call)),
             }
         }

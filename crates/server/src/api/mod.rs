@@ -5,6 +5,7 @@ pub mod cvm;
 pub mod dispatch;
 pub mod front;
 pub mod params;
+pub mod tat;
 
 use crate::App;
 use axum::routing::get;

@@ -1,0 +1,828 @@
+//! The container runtime: an instance is an OCI bundle run by `runc`.
+//!
+//! ```text
+//! <state>/containers/<ins-id>/
+//!     spec.json      the InstanceSpec last applied (adoption after an agent restart)
+//!     config.json    the OCI runtime spec (written at every start)
+//!     upper/ work/   the instance's own writes (overlayfs upper and work dirs)
+//!     rootfs/        overlay of the image rootfs and upper/, mounted while it runs
+//!     console.log    stdout and stderr of the instance's init
+//! <state>/images/<img-id>/rootfs/   image roots, unpacked once from the image tarball
+//! ```
+//!
+//! The container gets its own PID, IPC, UTS (host name = the instance's host
+//! name), mount and network namespaces; a cgroup under `/gpucloud/<ins-id>`
+//! with the instance type's vCPUs (CPU set and quota), memory and a PID limit;
+//! a device allowlist with the standard character devices and, for GPU
+//! instances, only its own `/dev/nvidiaN` plus the control nodes; and the
+//! driver's user-space files bind-mounted read-only.
+//!
+//! Power maps onto runc: start = mount overlay + `runc run --detach`; stop =
+//! `SIGTERM` to init, `SIGKILL` after the grace period (SOFT) or at once (HARD),
+//! then `runc delete` and unmount; terminate also removes the bundle, leaving
+//! no process, cgroup, mount or directory behind. Commands run with `runc exec`.
+
+use crate::gpu::GpuDevices;
+use crate::runtime::{ExecOutput, ExecRequest, Power, Runtime, RuntimeError, StopType};
+use gpucloud_agent_api::{InstanceSpec, RuntimeKind};
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::process::Command;
+
+/// Settings of the container runtime.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    /// The `runc` (or `crun`) binary.
+    pub runtime_bin: PathBuf,
+    /// Where bundles and unpacked images live.
+    pub state_dir: PathBuf,
+    /// Where image tarballs are found (image locations are relative to it).
+    pub images_dir: PathBuf,
+    /// vCPUs of the host (CPU sets are capped to them).
+    pub host_cpus: u32,
+    /// How long a SOFT stop waits before killing.
+    pub stop_grace: Duration,
+}
+
+/// The runc runtime.
+pub struct ContainerRuntime {
+    cfg: ContainerConfig,
+    gpus: Arc<dyn GpuDevices>,
+}
+
+/// The init process of every container: sleeps, exits cleanly on SIGTERM.
+const INIT: &str = "trap 'exit 0' TERM INT; while :; do sleep 1 & wait $!; done";
+
+fn err(what: &str, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::new(format!("{what}: {e}"))
+}
+
+/// Builds the OCI runtime spec of an instance.
+pub fn oci_spec(
+    spec: &InstanceSpec,
+    rootfs: &Path,
+    gpus: &dyn GpuDevices,
+    host_cpus: u32,
+) -> Result<Spec, RuntimeError> {
+    let oci = |e: oci_spec::OciSpecError| err("building the OCI spec", e);
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(
+            UserBuilder::default()
+                .uid(0u32)
+                .gid(0u32)
+                .build()
+                .map_err(oci)?,
+        )
+        .args(vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            INIT.to_string(),
+        ])
+        .env(vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            format!("GPUCLOUD_INSTANCE_ID={}", spec.instance_id),
+            format!(
+                "NVIDIA_VISIBLE_DEVICES={}",
+                if spec.gpus.is_empty() {
+                    "void".to_string()
+                } else {
+                    spec.gpus
+                        .iter()
+                        .map(|g| g.uuid.clone())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }
+            ),
+        ])
+        .cwd("/")
+        .no_new_privileges(true)
+        .build()
+        .map_err(oci)?;
+    let mut spec_out = Spec::default();
+    spec_out.set_process(Some(process));
+    spec_out.set_root(Some(
+        RootBuilder::default()
+            .path(rootfs)
+            .readonly(false)
+            .build()
+            .map_err(oci)?,
+    ));
+    spec_out.set_hostname(Some(if spec.hostname.is_empty() {
+        spec.instance_id.clone()
+    } else {
+        spec.hostname.clone()
+    }));
+
+    // Devices: deny everything, allow the standard ones and this instance's GPUs.
+    let allow = |ty: LinuxDeviceType, major: Option<i64>, minor: Option<i64>| {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(ty)
+            .access("rwm");
+        if let Some(m) = major {
+            b = b.major(m);
+        }
+        if let Some(m) = minor {
+            b = b.minor(m);
+        }
+        b.build().map_err(oci)
+    };
+    let mut rules = vec![LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .map_err(oci)?];
+    for (major, minor) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+        (136, -1),
+    ] {
+        rules.push(allow(
+            LinuxDeviceType::C,
+            Some(major),
+            (minor >= 0).then_some(minor),
+        )?);
+    }
+    let mut devices = Vec::new();
+    let mut nodes: Vec<crate::gpu::DeviceNode> = Vec::new();
+    if !spec.gpus.is_empty() {
+        for g in &spec.gpus {
+            let n = gpus.gpu_node(g).ok_or_else(|| {
+                RuntimeError::new(format!(
+                    "GPU {} ({}) has no device node on this host; is the NVIDIA driver loaded?",
+                    g.uuid, g.pci_address
+                ))
+            })?;
+            nodes.push(n);
+        }
+        nodes.extend(gpus.control_nodes());
+    }
+    for n in &nodes {
+        rules.push(allow(LinuxDeviceType::C, Some(n.major), Some(n.minor))?);
+        devices.push(
+            LinuxDeviceBuilder::default()
+                .path(n.path.clone())
+                .typ(LinuxDeviceType::C)
+                .major(n.major)
+                .minor(n.minor)
+                .file_mode(0o666u32)
+                .uid(0u32)
+                .gid(0u32)
+                .build()
+                .map_err(oci)?,
+        );
+    }
+
+    // Resources from the instance type.
+    let cpus = spec.cpu.clamp(1, host_cpus.max(1));
+    let memory = (spec.memory_mib as i64) * 1024 * 1024;
+    let resources = LinuxResourcesBuilder::default()
+        .devices(rules)
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(memory)
+                .build()
+                .map_err(oci)?,
+        )
+        .cpu(
+            LinuxCpuBuilder::default()
+                .cpus(if cpus == 1 {
+                    "0".to_string()
+                } else {
+                    format!("0-{}", cpus - 1)
+                })
+                .period(100_000u64)
+                .quota(i64::from(spec.cpu.max(1)) * 100_000)
+                .build()
+                .map_err(oci)?,
+        )
+        .pids(
+            LinuxPidsBuilder::default()
+                .limit(4096i64)
+                .build()
+                .map_err(oci)?,
+        )
+        .build()
+        .map_err(oci)?;
+    let namespaces = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Network,
+    ]
+    .into_iter()
+    .map(|t| LinuxNamespaceBuilder::default().typ(t).build().map_err(oci))
+    .collect::<Result<Vec<_>, _>>()?;
+    let default_linux = spec_out.linux().clone().unwrap_or_default();
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources)
+        .devices(devices)
+        .cgroups_path(PathBuf::from(format!("/gpucloud/{}", spec.instance_id)))
+        .masked_paths(default_linux.masked_paths().clone().unwrap_or_default())
+        .readonly_paths(default_linux.readonly_paths().clone().unwrap_or_default())
+        .build()
+        .map_err(oci)?;
+    spec_out.set_linux(Some(linux));
+
+    // Mounts: the defaults plus the GPU driver's files, read-only.
+    let mut mounts = spec_out.mounts().clone().unwrap_or_default();
+    if !spec.gpus.is_empty() {
+        for f in gpus.driver_files() {
+            mounts.push(
+                MountBuilder::default()
+                    .destination(f.clone())
+                    .typ("bind")
+                    .source(f.clone())
+                    .options(vec![
+                        "bind".to_string(),
+                        "ro".to_string(),
+                        "nosuid".to_string(),
+                        "nodev".to_string(),
+                    ])
+                    .build()
+                    .map_err(oci)?,
+            );
+        }
+    }
+    spec_out.set_mounts(Some(mounts));
+    Ok(spec_out)
+}
+
+impl ContainerRuntime {
+    /// A runtime with these settings and GPU devices.
+    pub fn new(cfg: ContainerConfig, gpus: Arc<dyn GpuDevices>) -> Self {
+        Self { cfg, gpus }
+    }
+
+    fn bundle(&self, id: &str) -> PathBuf {
+        self.cfg.state_dir.join("containers").join(id)
+    }
+
+    fn runc_root(&self) -> PathBuf {
+        self.cfg.state_dir.join("runc")
+    }
+
+    fn runc(&self) -> Command {
+        let mut c = Command::new(&self.cfg.runtime_bin);
+        c.arg("--root").arg(self.runc_root());
+        c.stdin(std::process::Stdio::null());
+        c.kill_on_drop(true);
+        c
+    }
+
+    async fn runc_ok(&self, args: &[&str]) -> Result<String, RuntimeError> {
+        let out = self
+            .runc()
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| err(&format!("running {}", self.cfg.runtime_bin.display()), e))?;
+        if !out.status.success() {
+            return Err(RuntimeError::new(format!(
+                "{} {} failed: {}",
+                self.cfg.runtime_bin.display(),
+                args.first().unwrap_or(&""),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// The runc state of a container: `running`, `stopped`, `created`, `paused`, or None.
+    async fn runc_status(&self, id: &str) -> Option<String> {
+        let out = self.runc().args(["state", id]).output().await.ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["status"].as_str().map(String::from)
+    }
+
+    /// Unpacks an image once; returns its rootfs directory.
+    async fn image_rootfs(&self, spec: &InstanceSpec) -> Result<PathBuf, RuntimeError> {
+        let dir = self.cfg.state_dir.join("images").join(&spec.image.image_id);
+        let rootfs = dir.join("rootfs");
+        if rootfs.join("bin").exists() || rootfs.join("usr").exists() {
+            return Ok(rootfs);
+        }
+        let src = if Path::new(&spec.image.location).is_absolute() {
+            PathBuf::from(&spec.image.location)
+        } else {
+            self.cfg.images_dir.join(&spec.image.location)
+        };
+        if spec.image.location.is_empty() || !src.exists() {
+            return Err(RuntimeError::new(format!(
+                "image {} is not on this host (looked for {}); build it with images/container/build.sh",
+                spec.image.image_id,
+                src.display()
+            )));
+        }
+        if src.is_dir() {
+            return Ok(src);
+        }
+        let tmp = dir.join(format!("rootfs.tmp-{}", std::process::id()));
+        let _ = tokio::fs::remove_dir_all(&tmp).await;
+        tokio::fs::create_dir_all(&tmp)
+            .await
+            .map_err(|e| err("creating the image directory", e))?;
+        let out = Command::new("tar")
+            .arg("-xpf")
+            .arg(&src)
+            .arg("-C")
+            .arg(&tmp)
+            .output()
+            .await
+            .map_err(|e| err("running tar", e))?;
+        if !out.status.success() {
+            let _ = tokio::fs::remove_dir_all(&tmp).await;
+            return Err(RuntimeError::new(format!(
+                "unpacking image {} failed: {}",
+                spec.image.image_id,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        tokio::fs::rename(&tmp, &rootfs)
+            .await
+            .map_err(|e| err("moving the unpacked image in place", e))?;
+        Ok(rootfs)
+    }
+
+    fn is_mounted(path: &Path) -> bool {
+        let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return false;
+        };
+        let p = path.to_string_lossy();
+        mounts.lines().any(|l| l.split(' ').nth(4) == Some(&p))
+    }
+
+    async fn mount_rootfs(&self, id: &str, lower: &Path) -> Result<PathBuf, RuntimeError> {
+        let b = self.bundle(id);
+        let (upper, work, rootfs) = (b.join("upper"), b.join("work"), b.join("rootfs"));
+        for d in [&upper, &work, &rootfs] {
+            tokio::fs::create_dir_all(d)
+                .await
+                .map_err(|e| err("creating the bundle", e))?;
+        }
+        if Self::is_mounted(&rootfs) {
+            return Ok(rootfs);
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        let out = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(&rootfs)
+            .output()
+            .await
+            .map_err(|e| err("running mount", e))?;
+        if !out.status.success() {
+            return Err(RuntimeError::new(format!(
+                "mounting the root filesystem failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(rootfs)
+    }
+
+    async fn unmount_rootfs(&self, id: &str) -> Result<(), RuntimeError> {
+        let rootfs = self.bundle(id).join("rootfs");
+        if Self::is_mounted(&rootfs) {
+            let out = Command::new("umount")
+                .arg(&rootfs)
+                .output()
+                .await
+                .map_err(|e| err("running umount", e))?;
+            if !out.status.success() && Self::is_mounted(&rootfs) {
+                return Err(RuntimeError::new(format!(
+                    "unmounting {} failed: {}",
+                    rootfs.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_spec(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        let b = self.bundle(&spec.instance_id);
+        tokio::fs::create_dir_all(&b)
+            .await
+            .map_err(|e| err("creating the bundle", e))?;
+        // The spec holds keys and the password: owner-only.
+        let mut stored = spec.clone();
+        stored.password = None;
+        let data = serde_json::to_vec_pretty(&stored).map_err(|e| err("encoding the spec", e))?;
+        let tmp = b.join("spec.json.tmp");
+        tokio::fs::write(&tmp, data)
+            .await
+            .map_err(|e| err("writing the spec", e))?;
+        set_private(&tmp);
+        tokio::fs::rename(&tmp, b.join("spec.json"))
+            .await
+            .map_err(|e| err("writing the spec", e))
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        if self.runc_status(id).await.is_some() {
+            self.runc_ok(&["delete", "--force", id]).await?;
+        }
+        Ok(())
+    }
+}
+
+fn set_private(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600));
+}
+
+#[async_trait::async_trait]
+impl Runtime for ContainerRuntime {
+    fn kinds(&self) -> Vec<RuntimeKind> {
+        vec![RuntimeKind::Container]
+    }
+
+    async fn list(&self) -> Result<Vec<(String, Power)>, RuntimeError> {
+        let dir = self.cfg.state_dir.join("containers");
+        let mut out = Vec::new();
+        let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+            return Ok(out);
+        };
+        while let Ok(Some(e)) = entries.next_entry().await {
+            let id = e.file_name().to_string_lossy().to_string();
+            if !id.starts_with("ins-") {
+                continue;
+            }
+            let p = if self.runc_status(&id).await.as_deref() == Some("running") {
+                Power::Running
+            } else {
+                Power::Stopped
+            };
+            out.push((id, p));
+        }
+        Ok(out)
+    }
+
+    async fn status(&self, id: &str) -> Result<Option<Power>, RuntimeError> {
+        match self.runc_status(id).await.as_deref() {
+            Some("running") | Some("paused") => Ok(Some(Power::Running)),
+            Some(_) => Ok(Some(Power::Stopped)),
+            None if self.bundle(id).join("spec.json").exists() => Ok(Some(Power::Stopped)),
+            None => Ok(None),
+        }
+    }
+
+    async fn create(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        // Fail early when the image cannot be had.
+        self.image_rootfs(spec).await?;
+        self.write_spec(spec).await
+    }
+
+    async fn update(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        self.write_spec(spec).await
+    }
+
+    async fn start(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        let id = &spec.instance_id;
+        if self.runc_status(id).await.as_deref() == Some("running") {
+            return Ok(());
+        }
+        self.delete(id).await?;
+        let lower = self.image_rootfs(spec).await?;
+        let rootfs = self.mount_rootfs(id, &lower).await?;
+        let b = self.bundle(id);
+        let oci = oci_spec(spec, &rootfs, self.gpus.as_ref(), self.cfg.host_cpus)?;
+        oci.save(b.join("config.json"))
+            .map_err(|e| err("writing config.json", e))?;
+        tokio::fs::create_dir_all(self.runc_root())
+            .await
+            .map_err(|e| err("creating the runc state directory", e))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(b.join("console.log"))
+            .map_err(|e| err("opening the console log", e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| err("opening the console log", e))?;
+        let out = self
+            .runc()
+            .arg("run")
+            .arg("--detach")
+            .arg("--bundle")
+            .arg(&b)
+            .arg("--pid-file")
+            .arg(b.join("init.pid"))
+            .arg(id)
+            .stdout(log)
+            .stderr(log2)
+            .status()
+            .await
+            .map_err(|e| err("running runc run", e))?;
+        if !out.success() {
+            let tail = std::fs::read_to_string(b.join("console.log")).unwrap_or_default();
+            let tail: String = tail.lines().rev().take(3).collect::<Vec<_>>().join(" / ");
+            let _ = self.delete(id).await;
+            let _ = self.unmount_rootfs(id).await;
+            return Err(RuntimeError::new(format!(
+                "the container did not start: {tail}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, id: &str, how: StopType) -> Result<(), RuntimeError> {
+        if self.runc_status(id).await.as_deref() == Some("running") {
+            if how != StopType::Hard {
+                let _ = self.runc_ok(&["kill", id, "TERM"]).await;
+                let deadline = tokio::time::Instant::now() + self.cfg.stop_grace;
+                while tokio::time::Instant::now() < deadline
+                    && self.runc_status(id).await.as_deref() == Some("running")
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            if self.runc_status(id).await.as_deref() == Some("running") {
+                let _ = self.runc_ok(&["kill", id, "KILL"]).await;
+            }
+        }
+        self.delete(id).await?;
+        self.unmount_rootfs(id).await
+    }
+
+    async fn reboot(&self, spec: &InstanceSpec, how: StopType) -> Result<(), RuntimeError> {
+        self.stop(&spec.instance_id, how).await?;
+        self.start(spec).await
+    }
+
+    async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
+        self.stop(id, StopType::Hard).await?;
+        let b = self.bundle(id);
+        if b.exists() {
+            tokio::fs::remove_dir_all(&b)
+                .await
+                .map_err(|e| err(&format!("removing {}", b.display()), e))?;
+        }
+        Ok(())
+    }
+
+    async fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, RuntimeError> {
+        if self.runc_status(id).await.as_deref() != Some("running") {
+            return Err(RuntimeError::new(format!("instance {id} is not running")));
+        }
+        let script = String::from_utf8_lossy(&req.script).to_string();
+        let mut cmd = self.runc();
+        cmd.args(["exec", "--cwd", &req.working_directory]);
+        if req.username != "root" {
+            // Inside the container, resolve the user the way the container does.
+            let resolve = format!(
+                "id -u {u} >/dev/null 2>&1 || {{ echo 'no user {u} in the instance' >&2; exit 126; }}; exec su -s /bin/sh {u} -c \"$0\"",
+                u = req.username
+            );
+            cmd.args([id, "/bin/sh", "-c", &resolve, &script]);
+        } else {
+            cmd.args([id, "/bin/sh", "-c", &script]);
+        }
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().map_err(|e| err("running runc exec", e))?;
+        match tokio::time::timeout(req.timeout, child.wait_with_output()).await {
+            Ok(Ok(out)) => {
+                let mut output = out.stdout;
+                output.extend_from_slice(&out.stderr);
+                let code = out.status.code().map_or_else(
+                    || {
+                        use std::os::unix::process::ExitStatusExt;
+                        128 + i64::from(out.status.signal().unwrap_or(9))
+                    },
+                    i64::from,
+                );
+                Ok(ExecOutput {
+                    exit_code: code,
+                    output,
+                    timed_out: false,
+                })
+            }
+            Ok(Err(e)) => Err(err("waiting for the command", e)),
+            Err(_) => Ok(ExecOutput {
+                exit_code: 137,
+                output: format!(
+                    "the command ran longer than {} s and was killed\n",
+                    req.timeout.as_secs()
+                )
+                .into_bytes(),
+                timed_out: true,
+            }),
+        }
+    }
+}
+
+/// Whether runc can run here (binary present, we are root), with a reason when not.
+pub fn available(runtime_bin: &Path) -> Result<(), String> {
+    if !runtime_bin.exists() {
+        return Err(format!(
+            "{} is not installed (apt-get install runc)",
+            runtime_bin.display()
+        ));
+    }
+    // SAFETY-free check of the effective user: root owns /proc/self/status "Uid:" 0.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("1");
+    if euid != "0" {
+        return Err("the agent does not run as root; containers need root".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::FakeGpuDevices;
+    use gpucloud_agent_api::{AssignedGpu, DesiredPower, ImageRef};
+
+    fn spec(gpus: u32, cpu: u32) -> InstanceSpec {
+        InstanceSpec {
+            instance_id: "ins-abcdefgh".into(),
+            spec_generation: 1,
+            power: DesiredPower::Running,
+            reboot_seq: 0,
+            stop_type: None,
+            name: "n".into(),
+            hostname: "ins-abcdefgh".into(),
+            instance_type: "GT5.12XLARGE480".into(),
+            cpu,
+            memory_mib: 4096,
+            gpus: (0..gpus)
+                .map(|i| AssignedGpu {
+                    index: i + 2,
+                    uuid: format!("GPU-{i}"),
+                    pci_address: format!("0000:{:02x}:00.0", 0x18 + i),
+                })
+                .collect(),
+            image: ImageRef {
+                image_id: "img-gc0ctr12".into(),
+                runtime: "container".into(),
+                location: String::new(),
+            },
+            user_data: None,
+            password: None,
+            ssh_keys: vec![],
+            nic: None,
+            app_id: 1,
+        }
+    }
+
+    fn rules(s: &Spec) -> Vec<(bool, Option<i64>, Option<i64>)> {
+        s.linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone()
+            .unwrap()
+            .iter()
+            .map(|d| (d.allow(), d.major(), d.minor()))
+            .collect()
+    }
+
+    #[test]
+    fn a_cpu_instance_sees_no_gpu() {
+        let gpus = FakeGpuDevices {
+            files: vec!["/usr/lib/x86_64-linux-gnu/libcuda.so.1".into()],
+        };
+        let s = oci_spec(&spec(0, 2), Path::new("/r"), &gpus, 8).unwrap();
+        assert!(s
+            .linux()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone()
+            .unwrap_or_default()
+            .is_empty());
+        assert!(!rules(&s)
+            .iter()
+            .any(|r| r.1 == Some(195) || r.1 == Some(511)));
+        assert!(rules(&s)[0] == (false, None, None), "deny everything first");
+        let mounts = s.mounts().clone().unwrap();
+        assert!(!mounts
+            .iter()
+            .any(|m| m.destination().to_string_lossy().contains("libcuda")));
+        assert_eq!(s.hostname().as_deref(), Some("ins-abcdefgh"));
+        let env = s.process().as_ref().unwrap().env().clone().unwrap();
+        assert!(env.contains(&"NVIDIA_VISIBLE_DEVICES=void".to_string()));
+    }
+
+    #[test]
+    fn gpu_instances_get_exactly_their_devices_and_the_driver() {
+        let gpus = FakeGpuDevices {
+            files: vec![
+                "/usr/lib/x86_64-linux-gnu/libcuda.so.1".into(),
+                "/usr/bin/nvidia-smi".into(),
+            ],
+        };
+        let s = oci_spec(&spec(2, 48), Path::new("/r"), &gpus, 8).unwrap();
+        let devs: Vec<String> = s
+            .linux()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone()
+            .unwrap()
+            .iter()
+            .map(|d| d.path().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(
+            devs,
+            vec![
+                "/dev/nvidia2",
+                "/dev/nvidia3",
+                "/dev/nvidiactl",
+                "/dev/nvidia-uvm",
+                "/dev/nvidia-uvm-tools"
+            ]
+        );
+        let r = rules(&s);
+        assert!(r.contains(&(true, Some(195), Some(2))));
+        assert!(r.contains(&(true, Some(195), Some(3))));
+        assert!(
+            !r.contains(&(true, Some(195), Some(0))),
+            "not another instance's GPU"
+        );
+        assert!(
+            !r.iter().any(|x| x.0 && x.1 == Some(195) && x.2.is_none()),
+            "no wildcard on the GPU major"
+        );
+        let mounts = s.mounts().clone().unwrap();
+        let smi = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/usr/bin/nvidia-smi"))
+            .unwrap();
+        assert!(smi.options().clone().unwrap().contains(&"ro".to_string()));
+        // vCPUs are capped to the host, quota follows the type.
+        let cpu = s
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap()
+            .cpu()
+            .clone()
+            .unwrap();
+        assert_eq!(cpu.cpus().as_deref(), Some("0-7"));
+        assert_eq!(cpu.quota(), Some(48 * 100_000));
+        let mem = s
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap()
+            .memory()
+            .unwrap();
+        assert_eq!(mem.limit(), Some(4096 * 1024 * 1024));
+        let env = s.process().as_ref().unwrap().env().clone().unwrap();
+        assert!(env.contains(&"NVIDIA_VISIBLE_DEVICES=GPU-0,GPU-1".to_string()));
+    }
+
+    #[test]
+    fn missing_gpu_nodes_are_a_clear_error() {
+        struct NoDevices;
+        impl GpuDevices for NoDevices {
+            fn gpu_node(&self, _: &AssignedGpu) -> Option<crate::gpu::DeviceNode> {
+                None
+            }
+            fn control_nodes(&self) -> Vec<crate::gpu::DeviceNode> {
+                vec![]
+            }
+            fn driver_files(&self) -> Vec<PathBuf> {
+                vec![]
+            }
+        }
+        let e = oci_spec(&spec(1, 4), Path::new("/r"), &NoDevices, 8).unwrap_err();
+        assert!(e.0.contains("NVIDIA driver"), "{e}");
+    }
+}

@@ -1,0 +1,176 @@
+//! Join tokens for host agents. A token is `gcj.<id>.<secret>`; only the
+//! SHA-256 of the secret is stored. Tokens expire and have a use count.
+
+use crate::db::col;
+use crate::secrets::random_bytes;
+use crate::{now_ms, Result, Store};
+use sha2::{Digest, Sha256};
+
+/// Why a join token is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// Not a token we issued (unknown ID, wrong secret, malformed).
+    Invalid,
+    /// Past its expiry time.
+    Expired,
+    /// Used as many times as it allowed.
+    UsedUp,
+}
+
+/// A join token as listed for operators (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JoinTokenInfo {
+    pub token_id: String,
+    pub description: String,
+    pub expires_at: i64,
+    pub uses_left: i64,
+    pub created_at: i64,
+}
+
+const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+fn random_string(n: usize) -> String {
+    random_bytes::<32>()
+        .iter()
+        .take(n)
+        .map(|b| ALNUM[(*b as usize) % ALNUM.len()] as char)
+        .collect()
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+impl Store {
+    /// Issues a join token valid for `ttl_ms` and `uses` joins. Returns the token text.
+    pub async fn join_token_create(
+        &self,
+        description: &str,
+        ttl_ms: i64,
+        uses: i64,
+    ) -> Result<String> {
+        let id = random_string(8);
+        let secret = random_string(24);
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO join_tokens (token_id, secret_hash, description, expires_at, uses_left, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(hash(&secret))
+        .bind(description)
+        .bind(now + ttl_ms)
+        .bind(uses)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(format!("gcj.{id}.{secret}"))
+    }
+
+    /// Checks a token and uses it once.
+    pub async fn join_token_use(
+        &self,
+        token: &str,
+    ) -> Result<std::result::Result<(), TokenRefusal>> {
+        let mut parts = token.trim().split('.');
+        let (Some("gcj"), Some(id), Some(secret), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Ok(Err(TokenRefusal::Invalid));
+        };
+        let mut tx = self.begin_write().await?;
+        let Some(row) = sqlx::query(
+            "SELECT secret_hash, expires_at, uses_left FROM join_tokens WHERE token_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(Err(TokenRefusal::Invalid));
+        };
+        let stored: String = col(&row, "secret_hash")?;
+        let given = hash(secret);
+        let same = stored.len() == given.len()
+            && stored
+                .bytes()
+                .zip(given.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return Ok(Err(TokenRefusal::Invalid));
+        }
+        let expires: i64 = col(&row, "expires_at")?;
+        if expires < now_ms() {
+            return Ok(Err(TokenRefusal::Expired));
+        }
+        let n = sqlx::query("UPDATE join_tokens SET uses_left = uses_left - 1 WHERE token_id = $1 AND uses_left > 0")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n != 1 {
+            return Ok(Err(TokenRefusal::UsedUp));
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// Join tokens (operator view).
+    pub async fn join_tokens(&self) -> Result<Vec<JoinTokenInfo>> {
+        let rows = sqlx::query("SELECT token_id, description, expires_at, uses_left, created_at FROM join_tokens ORDER BY created_at")
+            .fetch_all(self.r())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(JoinTokenInfo {
+                    token_id: col(r, "token_id")?,
+                    description: col(r, "description")?,
+                    expires_at: col(r, "expires_at")?,
+                    uses_left: col(r, "uses_left")?,
+                    created_at: col(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes a host that has no instances left (operator).
+    pub async fn host_remove(
+        &self,
+        host_id: &str,
+    ) -> std::result::Result<(), crate::instances::TxError> {
+        let mut tx = self.begin_write().await?;
+        let n: i64 = col(
+            &sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM instances WHERE (host_id = $1 OR prev_host_id = $1) AND state <> 'TERMINATED'")
+                .bind(host_id)
+                .fetch_one(&mut *tx)
+                .await?,
+            "n",
+        )?;
+        if n > 0 {
+            return Err(crate::instances::TxError::Cloud(gpucloud_core::CloudError::Unsupported(format!(
+                "removing host {host_id} while it holds {n} instance(s); drain it first (gpucloud admin hosts drain)"
+            ))));
+        }
+        sqlx::query("DELETE FROM gpu_claims WHERE host_id = $1")
+            .bind(host_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM gpus WHERE host_id = $1")
+            .bind(host_id)
+            .execute(&mut *tx)
+            .await?;
+        let gone = sqlx::query("DELETE FROM hosts WHERE host_id = $1")
+            .bind(host_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if gone == 0 {
+            return Err(crate::instances::TxError::Store(
+                crate::StoreError::NotFound(format!("host {host_id}")),
+            ));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
