@@ -10,10 +10,12 @@
 //!
 //! The server runs no host-side effects: hosts change only through agents.
 
+pub mod agent_http;
 pub mod api;
 pub mod app;
 pub mod gateway;
 pub mod metrics;
+pub mod pki;
 pub mod reconcile;
 pub mod sched;
 

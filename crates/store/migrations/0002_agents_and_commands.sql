@@ -53,3 +53,12 @@ CREATE TABLE invocation_tasks (
 CREATE INDEX invocation_tasks_invocation ON invocation_tasks(invocation_id);
 CREATE INDEX invocation_tasks_host ON invocation_tasks(host_id, status);
 CREATE INDEX invocation_tasks_app ON invocation_tasks(app_id, created_at);
+
+-- Certificates issued to host agents at join: the SHA-256 of the DER is the
+-- agent's identity on the mutual-TLS channel. Deleting a row revokes it.
+CREATE TABLE agent_certs (
+    fingerprint  TEXT PRIMARY KEY,
+    host_id      TEXT NOT NULL,
+    created_at   BIGINT NOT NULL
+);
+CREATE INDEX agent_certs_host ON agent_certs(host_id);

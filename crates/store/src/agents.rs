@@ -134,6 +134,47 @@ impl Store {
             .collect()
     }
 
+    /// Records the certificate issued to a host's agent.
+    pub async fn agent_cert_add(&self, fingerprint: &str, host_id: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO agent_certs (fingerprint, host_id, created_at) VALUES ($1, $2, $3) ON CONFLICT (fingerprint) DO NOTHING")
+            .bind(fingerprint)
+            .bind(host_id)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The host a client certificate was issued to.
+    pub async fn agent_cert_host(&self, fingerprint: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT host_id FROM agent_certs WHERE fingerprint = $1")
+            .bind(fingerprint)
+            .fetch_optional(self.r())
+            .await?;
+        row.map(|r| col(&r, "host_id")).transpose()
+    }
+
+    /// Inserts a setting unless it exists; returns the stored value.
+    pub async fn setting_init(&self, key: &str, value: &str) -> Result<String> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        let v: String = col(
+            &sqlx::query("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?,
+            "value",
+        )?;
+        tx.commit().await?;
+        Ok(v)
+    }
+
     /// Removes a host that has no instances left (operator).
     pub async fn host_remove(
         &self,
