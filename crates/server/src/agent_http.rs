@@ -21,7 +21,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gpucloud_agent_api::{
-    AgentApiError, ControlPlane, DesiredRequest, HostInventory, JoinRequest, JoinResponse, LinkError, ObservedState,
+    AgentApiError, ControlPlane, DesiredRequest, HostInventory, JoinRequest, JoinResponse,
+    LinkError, ObservedState,
 };
 use gpucloud_api_types::ids::{is_valid, IdKind};
 use gpucloud_store::agents::TokenRefusal;
@@ -96,19 +97,30 @@ impl AgentState {
             )),
             Err(e) => {
                 tracing::error!(error = ?e, "certificate lookup failed");
-                Err(fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "database failure; retry"))
+                Err(fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "database failure; retry",
+                ))
             }
         }
     }
 }
 
 async fn ca(State(s): State<AgentState>) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "application/x-pem-file")], s.pki.ca_pem().to_string())
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+        s.pki.ca_pem().to_string(),
+    )
 }
 
 async fn join(State(s): State<AgentState>, Json(req): Json<JoinRequest>) -> Response {
     if !is_valid(IdKind::Host, &req.host_id) {
-        return fail(StatusCode::BAD_REQUEST, "bad_host_id", "host IDs look like host-xxxxxxxx");
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "bad_host_id",
+            "host IDs look like host-xxxxxxxx",
+        );
     }
     match s.app.store.join_token_use(&req.token).await {
         Ok(Ok(())) => {}
@@ -123,16 +135,30 @@ async fn join(State(s): State<AgentState>, Json(req): Json<JoinRequest>) -> Resp
         }
         Err(e) => {
             tracing::error!(error = ?e, "join token check failed");
-            return fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "database failure; retry");
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "database failure; retry",
+            );
         }
     }
     let (cert_pem, fp) = match s.pki.sign_agent(&req.csr_pem, &req.host_id) {
         Ok(c) => c,
-        Err(e) => return fail(StatusCode::BAD_REQUEST, "bad_csr", format!("the certificate request cannot be signed: {e}")),
+        Err(e) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "bad_csr",
+                format!("the certificate request cannot be signed: {e}"),
+            )
+        }
     };
     if let Err(e) = s.app.store.agent_cert_add(&fp, &req.host_id).await {
         tracing::error!(error = ?e, "recording the agent certificate failed");
-        return fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "database failure; retry");
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "database failure; retry",
+        );
     }
     tracing::info!(host = %req.host_id, "host agent joined");
     Json(JoinResponse {
@@ -142,13 +168,21 @@ async fn join(State(s): State<AgentState>, Json(req): Json<JoinRequest>) -> Resp
     .into_response()
 }
 
-async fn register(State(s): State<AgentState>, Extension(peer): Extension<Peer>, Json(inv): Json<HostInventory>) -> Response {
+async fn register(
+    State(s): State<AgentState>,
+    Extension(peer): Extension<Peer>,
+    Json(inv): Json<HostInventory>,
+) -> Response {
     let host = match s.host_of(&peer).await {
         Ok(h) => h,
         Err(r) => return r,
     };
     if inv.host_id != host {
-        return fail(StatusCode::FORBIDDEN, "wrong_host", format!("this certificate belongs to {host}, not {}", inv.host_id));
+        return fail(
+            StatusCode::FORBIDDEN,
+            "wrong_host",
+            format!("this certificate belongs to {host}, not {}", inv.host_id),
+        );
     }
     match s.app.gateway.register(&inv).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -156,7 +190,11 @@ async fn register(State(s): State<AgentState>, Extension(peer): Extension<Peer>,
     }
 }
 
-async fn desired(State(s): State<AgentState>, Extension(peer): Extension<Peer>, Json(req): Json<DesiredRequest>) -> Response {
+async fn desired(
+    State(s): State<AgentState>,
+    Extension(peer): Extension<Peer>,
+    Json(req): Json<DesiredRequest>,
+) -> Response {
     let host = match s.host_of(&peer).await {
         Ok(h) => h,
         Err(r) => return r,
@@ -168,13 +206,21 @@ async fn desired(State(s): State<AgentState>, Extension(peer): Extension<Peer>, 
     }
 }
 
-async fn report(State(s): State<AgentState>, Extension(peer): Extension<Peer>, Json(obs): Json<ObservedState>) -> Response {
+async fn report(
+    State(s): State<AgentState>,
+    Extension(peer): Extension<Peer>,
+    Json(obs): Json<ObservedState>,
+) -> Response {
     let host = match s.host_of(&peer).await {
         Ok(h) => h,
         Err(r) => return r,
     };
     if obs.host_id != host {
-        return fail(StatusCode::FORBIDDEN, "wrong_host", format!("this certificate belongs to {host}, not {}", obs.host_id));
+        return fail(
+            StatusCode::FORBIDDEN,
+            "wrong_host",
+            format!("this certificate belongs to {host}, not {}", obs.host_id),
+        );
     }
     match s.app.gateway.report(&obs).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -237,14 +283,15 @@ pub async fn serve(
         let router = router.clone();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let peer = Peer(
                 tls.get_ref()
                     .1

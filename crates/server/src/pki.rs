@@ -10,8 +10,8 @@
 //! certificate's fingerprint to the host it was issued to.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
@@ -76,7 +76,11 @@ impl Pki {
                 dn.push(DnType::OrganizationName, "gpucloud");
                 params.distinguished_name = dn;
                 params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-                params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+                params.key_usages = vec![
+                    KeyUsagePurpose::KeyCertSign,
+                    KeyUsagePurpose::CrlSign,
+                    KeyUsagePurpose::DigitalSignature,
+                ];
                 validity(&mut params, 3650);
                 let cert = params.self_signed(&key)?;
                 let v = serde_json::to_string(&StoredCa {
@@ -88,7 +92,8 @@ impl Pki {
                 store.setting_init("cluster_ca", &v).await?
             }
         };
-        let s: StoredCa = serde_json::from_str(&stored).map_err(|e| PkiError::Corrupt(e.to_string()))?;
+        let s: StoredCa =
+            serde_json::from_str(&stored).map_err(|e| PkiError::Corrupt(e.to_string()))?;
         let key_pem = store
             .secrets()
             .open(&s.key_sealed)
@@ -121,7 +126,10 @@ impl Pki {
 
     /// A server certificate for the agent endpoint, valid for `names` (DNS
     /// names or IP addresses). Returns the chain and key for rustls.
-    pub fn issue_server(&self, names: &[String]) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+    pub fn issue_server(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -140,7 +148,10 @@ impl Pki {
         validity(&mut params, 365);
         let cert = params.signed_by(&key, &self.issuer()?)?;
         Ok((
-            vec![CertificateDer::from(cert.der().to_vec()), CertificateDer::from(self.ca_der.clone())],
+            vec![
+                CertificateDer::from(cert.der().to_vec()),
+                CertificateDer::from(self.ca_der.clone()),
+            ],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         ))
     }
@@ -171,9 +182,10 @@ mod tests {
     async fn store() -> (gpucloud_store::Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let s = gpucloud_store::Store::connect(&url, gpucloud_store::SecretBox::from_key(&[3u8; 32]))
-            .await
-            .unwrap();
+        let s =
+            gpucloud_store::Store::connect(&url, gpucloud_store::SecretBox::from_key(&[3u8; 32]))
+                .await
+                .unwrap();
         (s, dir)
     }
 
@@ -194,7 +206,9 @@ mod tests {
         let (pem, fp) = a.sign_agent(&csr, "host-abcd1234").unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert_eq!(fp, fingerprint(&pem_to_der(&pem).unwrap()));
-        let (chain, _) = a.issue_server(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let (chain, _) = a
+            .issue_server(&["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
         assert_eq!(chain.len(), 2);
         assert!(a.sign_agent("not a csr", "host-abcd1234").is_err());
     }

@@ -63,11 +63,7 @@ pub async fn liveness_pass(app: &App, started: Instant) -> gpucloud_store::Resul
         let last = seen.get(&h.host_id).copied().unwrap_or(started);
         let silent = now.duration_since(last);
         let live = silent < app.cfg.host_grace;
-        let changed = if !live
-            && matches!(
-                h.state.as_str(),
-                state::READY | state::CORDONED | state::DRAINING
-            ) {
+        let changed = if !live && h.state == state::READY {
             tracing::warn!(host = %h.host_id, silent_s = silent.as_secs(), "host unreachable");
             app.store
                 .host_set_state(

@@ -94,7 +94,8 @@ pub fn capacity_from(h: &Host, gpus: &[Gpu]) -> HostCapacity {
         host_id: h.host_id.clone(),
         zone: h.zone.clone(),
         model: h.gpu_model.as_deref().and_then(GpuModel::from_key),
-        schedulable: h.state == gpucloud_store::hosts::state::READY,
+        schedulable: h.state == gpucloud_store::hosts::state::READY
+            && h.admin_state == gpucloud_store::hosts::admin::ACTIVE,
         runtimes: Runtimes(bits),
         rack: h.rack.clone(),
         switch: h.switch.clone(),
@@ -365,6 +366,7 @@ mod tests {
                 switch: "s".into(),
                 state: "READY".into(),
                 state_reason: String::new(),
+                admin_state: "ACTIVE".into(),
                 generation: 1,
                 observed_generation: 0,
                 inventory: serde_json::Value::Null,

@@ -224,10 +224,89 @@ async fn every_action_hides_other_tenants() {
             nf,
         ),
     ];
-    let alice_ids = [ains.as_str(), akey.as_str(), agrp.as_str(), "img-alice001"];
-    for (action, params, want) in calls {
+    // Alice's command invocation on her instance.
+    let host = cloud
+        .app
+        .store
+        .instance_get(&gpucloud_store::TenantScope::new(alice_app), &ains)
+        .await
+        .unwrap()
+        .unwrap()
+        .host_id
+        .unwrap();
+    cloud
+        .app
+        .store
+        .invocation_create(
+            &gpucloud_store::TenantScope::new(alice_app),
+            &gpucloud_store::commands::NewInvocation {
+                command_id: "cmd-alice001".into(),
+                invocation_id: "inv-alice001".into(),
+                name: "alice".into(),
+                description: String::new(),
+                content: "aG9zdG5hbWU=".into(),
+                command_type: "SHELL".into(),
+                working_directory: "/root".into(),
+                timeout_s: 60,
+                username: "root".into(),
+                saved: false,
+                tasks: vec![("invt-alice001".into(), ains.clone(), host)],
+            },
+        )
+        .await
+        .unwrap();
+    let tat = |action: &'static str, params: Value, want: Option<&'static str>| {
+        (action, params, want)
+    };
+    let tat_calls = vec![
+        tat(
+            "RunCommand",
+            json!({"Content": "aG9zdG5hbWU=", "InstanceIds": [ains]}),
+            Some("ResourceNotFound.InstanceNotFound"),
+        ),
+        tat(
+            "RunCommand",
+            json!({"Content": "aG9zdG5hbWU=", "InstanceIds": [bins, ains]}),
+            Some("ResourceNotFound.InstanceNotFound"),
+        ),
+        tat("DescribeInvocations", json!({}), Some("OK-EMPTY")),
+        tat(
+            "DescribeInvocations",
+            json!({"InvocationIds": ["inv-alice001"]}),
+            Some("OK-EMPTY"),
+        ),
+        tat("DescribeInvocationTasks", json!({}), Some("OK-EMPTY")),
+        tat(
+            "DescribeInvocationTasks",
+            json!({"InvocationTaskIds": ["invt-alice001"]}),
+            Some("OK-EMPTY"),
+        ),
+        tat(
+            "DescribeInvocationTasks",
+            json!({"Filters": [{"Name": "invocation-id", "Values": ["inv-alice001"]}]}),
+            Some("OK-EMPTY"),
+        ),
+    ];
+    let alice_ids = [
+        ains.as_str(),
+        akey.as_str(),
+        agrp.as_str(),
+        "img-alice001",
+        "inv-alice001",
+        "invt-alice001",
+        "cmd-alice001",
+    ];
+    let tagged = calls
+        .into_iter()
+        .map(|c| ("cvm", c))
+        .chain(tat_calls.into_iter().map(|c| ("tat", c)));
+    for (service, (action, params, want)) in tagged {
         checked.insert(action);
-        let r = bob.cvm(action, params.clone()).await;
+        let r = if service == "cvm" {
+            bob.cvm(action, params.clone()).await
+        } else {
+            bob.call("tat", "2020-10-28", action, &params).await
+        };
         match (want, r) {
             (Some("OK-EMPTY"), Ok(v)) => {
                 let total = v.get("TotalCount").cloned().unwrap_or(json!(0));

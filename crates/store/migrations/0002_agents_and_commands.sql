@@ -62,3 +62,7 @@ CREATE TABLE agent_certs (
     created_at   BIGINT NOT NULL
 );
 CREATE INDEX agent_certs_host ON agent_certs(host_id);
+
+-- Operator state (ACTIVE, CORDONED, DRAINING), apart from the agent state in
+-- hosts.state so that a cordoned host that drops off and returns stays cordoned.
+ALTER TABLE hosts ADD COLUMN admin_state TEXT NOT NULL DEFAULT 'ACTIVE';

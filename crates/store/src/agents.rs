@@ -20,10 +20,15 @@ pub enum TokenRefusal {
 /// A join token as listed for operators (never the secret).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct JoinTokenInfo {
+    /// Public part of the token (`gcj.<id>.…`).
     pub token_id: String,
+    /// What the operator wrote when creating it.
     pub description: String,
+    /// Expiry (Unix ms).
     pub expires_at: i64,
+    /// Joins left.
     pub uses_left: i64,
+    /// Creation (Unix ms).
     pub created_at: i64,
 }
 
@@ -159,11 +164,13 @@ impl Store {
     /// Inserts a setting unless it exists; returns the stored value.
     pub async fn setting_init(&self, key: &str, value: &str) -> Result<String> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
         let v: String = col(
             &sqlx::query("SELECT value FROM settings WHERE key = $1")
                 .bind(key)
@@ -193,6 +200,10 @@ impl Store {
                 "removing host {host_id} while it holds {n} instance(s); drain it first (gpucloud admin hosts drain)"
             ))));
         }
+        sqlx::query("DELETE FROM agent_certs WHERE host_id = $1")
+            .bind(host_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM gpu_claims WHERE host_id = $1")
             .bind(host_id)
             .execute(&mut *tx)
@@ -213,5 +224,28 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_a_hash_of_the_secret_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url, crate::SecretBox::from_key(&[1u8; 32]))
+            .await
+            .unwrap();
+        let t = store.join_token_create("x", 60_000, 1).await.unwrap();
+        let secret = t.rsplit('.').next().unwrap();
+        let rows: Vec<String> = sqlx::query_scalar("SELECT secret_hash FROM join_tokens")
+            .fetch_all(store.r())
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(!rows[0].contains(secret));
+        assert_eq!(rows[0], hash(secret));
     }
 }

@@ -17,8 +17,14 @@ pub enum Backend {
 }
 
 /// The migrations, in order. Never edit a released one; add a new one.
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "agents_and_commands",
+        include_str!("../migrations/0002_agents_and_commands.sql"),
+    ),
+];
 
 /// A handle on the database. Cheap to clone.
 #[derive(Clone)]

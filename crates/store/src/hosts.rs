@@ -6,18 +6,48 @@ use crate::{now_ms, Result, Store, StoreError};
 use sqlx::any::AnyRow;
 use std::collections::HashMap;
 
-/// Host states.
+/// Host states: what the control plane knows of the host's agent.
 pub mod state {
-    /// Schedulable and reporting.
+    /// Reporting.
     pub const READY: &str = "READY";
-    /// Operator stopped new placements; existing instances keep running.
-    pub const CORDONED: &str = "CORDONED";
-    /// Cordoned and being emptied.
-    pub const DRAINING: &str = "DRAINING";
     /// The agent has not reported within the grace period.
     pub const UNREACHABLE: &str = "UNREACHABLE";
     /// Known but not running (e.g. a simulated host absent from the current spec).
     pub const OFFLINE: &str = "OFFLINE";
+}
+
+/// Operator states, kept apart from [`state`] so that a host that goes
+/// unreachable and comes back is still cordoned.
+pub mod admin {
+    /// Takes new instances.
+    pub const ACTIVE: &str = "ACTIVE";
+    /// Takes no new instances; existing ones keep running.
+    pub const CORDONED: &str = "CORDONED";
+    /// Cordoned, and its instances are to leave it: the operator removes the
+    /// host once none is left.
+    pub const DRAINING: &str = "DRAINING";
+}
+
+/// An operator state to set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    /// [`admin::ACTIVE`].
+    Active,
+    /// [`admin::CORDONED`].
+    Cordoned,
+    /// [`admin::DRAINING`].
+    Draining,
+}
+
+impl AdminState {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => admin::ACTIVE,
+            Self::Cordoned => admin::CORDONED,
+            Self::Draining => admin::DRAINING,
+        }
+    }
 }
 
 /// GPU health values.
@@ -105,10 +135,12 @@ pub struct Host {
     pub rack: String,
     /// Switch.
     pub switch: String,
-    /// State.
+    /// Agent state ([`state`]).
     pub state: String,
     /// Why.
     pub state_reason: String,
+    /// Operator state ([`admin`]).
+    pub admin_state: String,
     /// Desired-state generation.
     pub generation: i64,
     /// Generation the agent last reported converging to.
@@ -170,6 +202,7 @@ fn host_from_row(r: &AnyRow) -> Result<Host> {
         switch: col(r, "switch_name")?,
         state: col(r, "state")?,
         state_reason: col(r, "state_reason")?,
+        admin_state: col(r, "admin_state")?,
         generation: col(r, "generation")?,
         observed_generation: col(r, "observed_generation")?,
         inventory: serde_json::from_str(&inventory).unwrap_or(serde_json::Value::Null),
@@ -199,7 +232,7 @@ const GPU_SELECT: &str = "SELECT g.gpu_id, g.host_id, g.idx, g.model, g.pci_addr
 
 impl Store {
     /// Registers or refreshes a host from its agent's inventory. A host that
-    /// was unreachable or offline becomes ready; cordoned/draining stay so.
+    /// was unreachable or offline becomes ready; its operator state stays.
     /// GPUs that vanished from the inventory are marked unhealthy.
     pub async fn host_register(&self, h: &HostUpsert, gpus: &[GpuUpsert]) -> Result<()> {
         let now = now_ms();
@@ -277,25 +310,7 @@ impl Store {
         Ok(())
     }
 
-    /// Records that a host reported in (liveness); returns its state.
-    pub async fn host_touch(&self, host_id: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE hosts SET last_seen = $2,
-               generation = generation + CASE WHEN state = 'UNREACHABLE' THEN 1 ELSE 0 END,
-               state = CASE WHEN state = 'UNREACHABLE' THEN 'READY' ELSE state END,
-               state_reason = CASE WHEN state = 'UNREACHABLE' THEN '' ELSE state_reason END
-             WHERE host_id = $1",
-        )
-        .bind(host_id)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Sets a host's state (operator or liveness reconciler).
+    /// Sets a host's agent state (liveness reconciler).
     pub async fn host_set_state(&self, host_id: &str, state: &str, reason: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query("UPDATE hosts SET state = $2, state_reason = $3, generation = generation + 1 WHERE host_id = $1")
@@ -312,28 +327,22 @@ impl Store {
         Ok(())
     }
 
-    /// Marks hosts whose agents stopped reporting before `deadline_ms` unreachable.
-    /// Returns the hosts that changed.
-    pub async fn hosts_mark_unreachable(&self, deadline_ms: i64) -> Result<Vec<String>> {
+    /// Sets a host's operator state (cordon, drain, uncordon).
+    pub async fn host_set_admin(&self, host_id: &str, admin_state: AdminState) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(
-            "SELECT host_id FROM hosts WHERE last_seen < $1 AND state IN ('READY', 'CORDONED', 'DRAINING')",
+        let n = sqlx::query(
+            "UPDATE hosts SET admin_state = $2, generation = generation + 1 WHERE host_id = $1",
         )
-        .bind(deadline_ms)
-        .fetch_all(&mut *tx)
-        .await?;
-        let ids: Vec<String> = rows
-            .iter()
-            .map(|r| col(r, "host_id"))
-            .collect::<Result<_>>()?;
-        for id in &ids {
-            sqlx::query("UPDATE hosts SET state = 'UNREACHABLE', state_reason = 'the host agent stopped reporting', generation = generation + 1 WHERE host_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        .bind(host_id)
+        .bind(admin_state.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("host {host_id}")));
         }
         tx.commit().await?;
-        Ok(ids)
+        Ok(())
     }
 
     /// `(host, generation)` of every host: cheap change detection.

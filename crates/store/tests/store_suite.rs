@@ -69,7 +69,8 @@ async fn state_of(store: &Store, scope: &TenantScope, id: &str) -> Option<Instan
 }
 
 both!(migrations_are_idempotent, |db| {
-    assert_eq!(db.store.schema_version().await.unwrap(), 1);
+    let latest = gpucloud_store::db::MIGRATIONS.last().unwrap().0;
+    assert_eq!(db.store.schema_version().await.unwrap(), latest);
     db.store
         .set_setting("region", "ap-guangzhou")
         .await
@@ -128,25 +129,25 @@ both!(hosts_register_and_refresh, |db| {
     let gpus = db.store.gpu_list(Some("host-a")).await.unwrap();
     assert_eq!(gpus.iter().filter(|g| g.health == "UNHEALTHY").count(), 1);
     db.store
-        .host_set_state("host-a", "CORDONED", "maintenance")
+        .host_set_admin("host-a", gpucloud_store::hosts::AdminState::Cordoned)
         .await
         .unwrap();
+    db.store
+        .host_set_state("host-a", "UNREACHABLE", "silent")
+        .await
+        .unwrap();
+    // The agent comes back: reachable again, still cordoned.
     db.store.host_register(&h, &g).await.unwrap();
+    let host = db.store.host_get("host-a").await.unwrap().unwrap();
     assert_eq!(
-        db.store.host_get("host-a").await.unwrap().unwrap().state,
-        "CORDONED"
+        (host.state.as_str(), host.admin_state.as_str()),
+        ("READY", "CORDONED")
     );
-    let changed = db
+    assert!(db
         .store
-        .hosts_mark_unreachable(gpucloud_store::now_ms() + 1000)
+        .host_set_admin("host-zz", gpucloud_store::hosts::AdminState::Active)
         .await
-        .unwrap();
-    assert_eq!(changed, vec!["host-a".to_string()]);
-    db.store.host_touch("host-a").await.unwrap();
-    assert_eq!(
-        db.store.host_get("host-a").await.unwrap().unwrap().state,
-        "READY"
-    );
+        .is_err());
 });
 
 both!(claims_never_double_book, |db| {
@@ -1138,4 +1139,229 @@ both!(describe_filters_and_paging, |db| {
         .await
         .unwrap();
     assert_eq!((total, page.len()), (6, 2));
+});
+
+both!(join_tokens_and_agent_certificates, |db| {
+    use gpucloud_store::agents::TokenRefusal;
+    let t = db
+        .store
+        .join_token_create("rack 7", 60_000, 1)
+        .await
+        .unwrap();
+    assert!(t.starts_with("gcj."));
+    assert_eq!(db.store.join_token_use(&t).await.unwrap(), Ok(()));
+    assert_eq!(
+        db.store.join_token_use(&t).await.unwrap(),
+        Err(TokenRefusal::UsedUp),
+        "a one-use token works once"
+    );
+    // A wrong secret for a real ID, garbage and empty strings are all "invalid".
+    let (id_part, _) = t.rsplit_once('.').unwrap();
+    for bad in [
+        format!("{id_part}.wrongsecret"),
+        "gcj.nope.nope".into(),
+        "".into(),
+        "a.b.c.d".into(),
+    ] {
+        assert_eq!(
+            db.store.join_token_use(&bad).await.unwrap(),
+            Err(TokenRefusal::Invalid),
+            "{bad}"
+        );
+    }
+    let expired = db.store.join_token_create("old", -1, 5).await.unwrap();
+    assert_eq!(
+        db.store.join_token_use(&expired).await.unwrap(),
+        Err(TokenRefusal::Expired)
+    );
+    let listed = db.store.join_tokens().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed
+        .iter()
+        .all(|l| !t.contains(&l.description) || l.uses_left == 0));
+    add_host(&db.store, "host-a", 2).await;
+    db.store
+        .agent_cert_add("sha256:aa", "host-a")
+        .await
+        .unwrap();
+    db.store
+        .agent_cert_add("sha256:aa", "host-a")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store
+            .agent_cert_host("sha256:aa")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("host-a")
+    );
+    assert_eq!(db.store.agent_cert_host("sha256:bb").await.unwrap(), None);
+
+    // A host with an instance cannot be removed; an empty one can, and its
+    // certificates stop working.
+    let s = tenant(&db.store, "t1").await;
+    assert!(matches!(
+        create(&db.store, &s, inst("ins-aaaaaaa1", "host-a", &[0])).await,
+        Ok(Created::New(_))
+    ));
+    assert!(db.store.host_remove("host-a").await.is_err());
+    db.store
+        .instances_transition(
+            &s,
+            &["ins-aaaaaaa1".to_string()],
+            Operation::Terminate,
+            "r",
+            &TransitionOpts::default(),
+        )
+        .await
+        .unwrap();
+    let (generation, _) = db.store.host_desired("host-a").await.unwrap();
+    db.store
+        .host_report(
+            "host-a",
+            generation,
+            &[obs("ins-aaaaaaa1", 99, Observed::Absent)],
+            &[],
+        )
+        .await
+        .unwrap();
+    db.store.host_remove("host-a").await.unwrap();
+    assert_eq!(db.store.agent_cert_host("sha256:aa").await.unwrap(), None);
+    assert!(db.store.host_get("host-a").await.unwrap().is_none());
+    assert!(db.store.host_remove("host-a").await.is_err(), "gone");
+});
+
+both!(command_tasks_settle_once_and_stay_walled, |db| {
+    use gpucloud_store::commands::{NewInvocation, TaskOutcome, TaskQuery};
+    let s = tenant(&db.store, "t1").await;
+    let other = tenant(&db.store, "t2").await;
+    add_host(&db.store, "host-a", 2).await;
+    let inv = NewInvocation {
+        command_id: "cmd-aaaaaaa1".into(),
+        invocation_id: "inv-aaaaaaa1".into(),
+        name: "probe".into(),
+        description: String::new(),
+        content: "ZWNobyBoaQ==".into(),
+        command_type: "SHELL".into(),
+        working_directory: "/root".into(),
+        timeout_s: 60,
+        username: "root".into(),
+        saved: false,
+        tasks: vec![(
+            "invt-aaaaaaa1".into(),
+            "ins-aaaaaaa1".into(),
+            "host-a".into(),
+        )],
+    };
+    let before = db
+        .store
+        .host_get("host-a")
+        .await
+        .unwrap()
+        .unwrap()
+        .generation;
+    db.store.invocation_create(&s, &inv).await.unwrap();
+    let after = db
+        .store
+        .host_get("host-a")
+        .await
+        .unwrap()
+        .unwrap()
+        .generation;
+    assert!(after > before, "the host is woken");
+    let pending = db.store.host_tasks("host-a").await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].status, "PENDING");
+    assert_eq!(pending[0].command.content, "ZWNobyBoaQ==");
+
+    let outcome = |status: &str, code: Option<i64>| TaskOutcome {
+        task_id: "invt-aaaaaaa1".into(),
+        status: status.into(),
+        exit_code: code,
+        output: "aGkK".into(),
+        dropped: 0,
+        started_ms: Some(1),
+        ended_ms: code.map(|_| 2),
+        error: String::new(),
+    };
+    db.store
+        .host_report("host-a", after, &[], &[outcome("RUNNING", None)])
+        .await
+        .unwrap();
+    // Another host cannot settle this host's task.
+    add_host(&db.store, "host-b", 2).await;
+    db.store
+        .host_report("host-b", 1, &[], &[outcome("FAILED", Some(9))])
+        .await
+        .unwrap();
+    db.store
+        .host_report("host-a", after, &[], &[outcome("SUCCESS", Some(0))])
+        .await
+        .unwrap();
+    // A late, repeated RUNNING does not undo the outcome.
+    db.store
+        .host_report("host-a", after, &[], &[outcome("RUNNING", None)])
+        .await
+        .unwrap();
+    let q = TaskQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let (total, tasks) = db.store.tasks(&s, &q).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(
+        (tasks[0].status.as_str(), tasks[0].exit_code),
+        ("SUCCESS", Some(0))
+    );
+    assert!(db.store.host_tasks("host-a").await.unwrap().is_empty());
+    let (n, invs) = db.store.invocations(&s, &[], &[], 0, 10).await.unwrap();
+    assert_eq!((n, invs[0].status()), (1, "SUCCESS"));
+    // Walls: the other tenant sees none of it, even by ID.
+    let by_id = TaskQuery {
+        invocation_ids: vec!["inv-aaaaaaa1".into()],
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(db.store.tasks(&other, &by_id).await.unwrap().0, 0);
+    assert_eq!(
+        db.store
+            .invocations(&other, &["inv-aaaaaaa1".into()], &[], 0, 10)
+            .await
+            .unwrap()
+            .0,
+        0
+    );
+
+    // A task that never gets a result ends TASK_TIMEOUT after its timeout.
+    let mut lost = inv.clone();
+    lost.command_id = "cmd-aaaaaaa2".into();
+    lost.invocation_id = "inv-aaaaaaa2".into();
+    lost.timeout_s = 0;
+    lost.tasks = vec![(
+        "invt-aaaaaaa2".into(),
+        "ins-aaaaaaa1".into(),
+        "host-a".into(),
+    )];
+    db.store.invocation_create(&s, &lost).await.unwrap();
+    assert_eq!(db.store.tasks_expire(60_000).await.unwrap(), 0, "not yet");
+    assert_eq!(db.store.tasks_expire(-1).await.unwrap(), 1);
+    let (_, t) = db
+        .store
+        .tasks(
+            &s,
+            &TaskQuery {
+                task_ids: vec!["invt-aaaaaaa2".into()],
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(t[0].status, "TASK_TIMEOUT");
+    assert_eq!(
+        db.store.tasks_expire(-1).await.unwrap(),
+        0,
+        "final states stay"
+    );
 });
