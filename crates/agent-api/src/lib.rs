@@ -20,6 +20,26 @@ use std::time::Duration;
 /// Protocol version; bumped on incompatible changes.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The name every agent endpoint certificate carries and every agent checks,
+/// whatever address it dials (as Kubernetes clients check
+/// `kubernetes.default.svc`): servers move and sit behind NAT, the CA is the
+/// cluster's own, and agent certificates cannot serve (no server-auth usage).
+pub const SERVER_NAME: &str = "gpucloud-server";
+
+/// Agent endpoint paths.
+pub mod paths {
+    /// `GET`: the cluster CA (PEM).
+    pub const CA: &str = "/agent/v1/ca";
+    /// `POST` [`super::JoinRequest`] → [`super::JoinResponse`].
+    pub const JOIN: &str = "/agent/v1/join";
+    /// `POST` [`super::HostInventory`].
+    pub const REGISTER: &str = "/agent/v1/register";
+    /// `POST` [`super::DesiredRequest`] → [`super::DesiredState`].
+    pub const DESIRED: &str = "/agent/v1/desired";
+    /// `POST` [`super::ObservedState`].
+    pub const REPORT: &str = "/agent/v1/report";
+}
+
 /// What kind of machine an agent manages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -20,7 +20,9 @@
 
 pub mod container;
 pub mod gpu;
+pub mod host;
 pub mod inventory;
+pub mod remote;
 pub mod runtime;
 pub mod sim;
 

@@ -35,8 +35,24 @@ enum AdminCmd {
         #[command(flatten)]
         target: Target,
     },
-    /// Hosts: capacity, state, runtimes.
+    /// Hosts: list (capacity, state, runtimes), cordon, uncordon, drain, remove.
     Hosts {
+        #[command(subcommand)]
+        cmd: Option<HostsCmd>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Join tokens that let a host's agent join the cluster.
+    JoinToken {
+        #[command(subcommand)]
+        cmd: JoinTokenCmd,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Images: register an image built by a script in images/ (or your own).
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
         #[command(flatten)]
         target: Target,
     },
@@ -55,6 +71,70 @@ enum AdminCmd {
         limit: i64,
         #[command(flatten)]
         target: Target,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum HostsCmd {
+    /// Lists hosts (the default).
+    List,
+    /// Stops new instances from being placed on a host; its instances keep running.
+    Cordon {
+        /// `host-…`.
+        host: String,
+    },
+    /// Lets a cordoned or draining host take new instances again.
+    Uncordon {
+        /// `host-…`.
+        host: String,
+    },
+    /// Cordons a host and lists what still has to leave it; with --wait,
+    /// waits until nothing is left (tenants stop, resize or terminate them).
+    Drain {
+        /// `host-…`.
+        host: String,
+        /// Wait up to this many seconds for the host to empty.
+        #[arg(long)]
+        wait: Option<u64>,
+    },
+    /// Removes an empty host and revokes its agent's certificate.
+    Remove {
+        /// `host-…`.
+        host: String,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum JoinTokenCmd {
+    /// Creates a token and prints the command that joins a host with it.
+    Create {
+        /// How long the token is valid, e.g. 30m, 2h, 1d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// How many hosts may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: i64,
+        /// A note for operators (which rack, which ticket …).
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The agent endpoint URL agents dial (default: what the server advertises).
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Lists tokens (never their secrets).
+    List,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ImageCmd {
+    /// Registers the image a manifest (image.json) describes, as a public image.
+    Import {
+        /// The image.json written by images/*/build.sh.
+        manifest: PathBuf,
+        /// The images directory agents resolve image files against
+        /// (default: the manifest's parent directory's parent).
+        #[arg(long)]
+        images_root: Option<PathBuf>,
     },
 }
 
@@ -159,7 +239,60 @@ pub async fn run(a: AdminArgs) -> Result<()> {
                 }
             }
         }
-        AdminCmd::Hosts { target } => {
+        AdminCmd::Hosts {
+            cmd:
+                Some(
+                    cmd @ (HostsCmd::Cordon { .. }
+                    | HostsCmd::Uncordon { .. }
+                    | HostsCmd::Drain { .. }
+                    | HostsCmd::Remove { .. }),
+                ),
+            target,
+        } => {
+            let store = store_of(&target).await?;
+            hosts_op(&store, cmd, target.output).await?;
+        }
+        AdminCmd::JoinToken { cmd, target } => {
+            let store = store_of(&target).await?;
+            join_token(&store, cmd, target.output).await?;
+        }
+        AdminCmd::Image { cmd, target } => {
+            let store = store_of(&target).await?;
+            let ImageCmd::Import {
+                manifest,
+                images_root,
+            } = cmd;
+            let root = images_root
+                .or_else(|| {
+                    manifest
+                        .parent()
+                        .and_then(|p| p.parent())
+                        .map(PathBuf::from)
+                })
+                .unwrap_or_else(|| PathBuf::from("."));
+            let row = gpucloud_server::app::images::import(&store, &manifest, &root)
+                .await
+                .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+            match target.output {
+                Output::Json => json(&row),
+                Output::Table => {
+                    table(
+                        &["Image", "Name", "Runtime", "Location"],
+                        vec![vec![
+                            row.image_id.clone(),
+                            row.name.clone(),
+                            row.runtime.clone(),
+                            row.location.clone(),
+                        ]],
+                    );
+                    eprintln!(
+                        "Agents look for the file under their --images-dir; copy {} there on every host that should run it.",
+                        root.display()
+                    );
+                }
+            }
+        }
+        AdminCmd::Hosts { cmd: _, target } => {
             let store = store_of(&target).await?;
             let snap = store.capacity_snapshot().await?;
             match target.output {
@@ -181,6 +314,7 @@ pub async fn run(a: AdminArgs) -> Result<()> {
                         "Zone",
                         "Kind",
                         "State",
+                        "Admin",
                         "GPUs free/total",
                         "vCPU used/total",
                         "Mem GiB used/total",
@@ -212,6 +346,7 @@ pub async fn run(a: AdminArgs) -> Result<()> {
                                 h.zone.clone(),
                                 h.kind.clone(),
                                 h.state.clone(),
+                                h.admin_state.clone(),
                                 if g.is_empty() {
                                     "0 (no GPU)".into()
                                 } else {
@@ -308,4 +443,195 @@ pub async fn run(a: AdminArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Parses `90s`, `30m`, `2h`, `1d` (a bare number is seconds).
+fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{s}` is not a duration like 90s, 30m, 2h or 1d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("`{s}` is not a duration like 90s, 30m, 2h or 1d"),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+async fn join_token(
+    store: &gpucloud_store::Store,
+    cmd: JoinTokenCmd,
+    output: Output,
+) -> Result<()> {
+    match cmd {
+        JoinTokenCmd::Create {
+            ttl,
+            uses,
+            description,
+            server,
+        } => {
+            let ttl = parse_duration(&ttl)?;
+            if ttl.is_zero() || ttl > std::time::Duration::from_secs(7 * 86_400) {
+                anyhow::bail!(
+                    "--ttl must be between 1 s and 7 days: join tokens are meant to be short-lived"
+                );
+            }
+            if !(1..=10_000).contains(&uses) {
+                anyhow::bail!("--uses must be 1 to 10000");
+            }
+            let pki = gpucloud_server::pki::Pki::load_or_create(store)
+                .await
+                .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+            let token = store
+                .join_token_create(&description, ttl.as_millis() as i64, uses)
+                .await?;
+            let server = match server {
+                Some(s) => s,
+                None => store
+                    .setting("agent_endpoint")
+                    .await?
+                    .unwrap_or_else(|| "https://SERVER:8443".into()),
+            };
+            let expires = gpucloud_store::iso(gpucloud_store::now_ms() + ttl.as_millis() as i64);
+            let command = format!(
+                "gpucloud agent --server {server} --join-token {token} --ca-hash {}",
+                pki.ca_hash()
+            );
+            match output {
+                Output::Json => json(&serde_json::json!({
+                    "Token": token,
+                    "CaHash": pki.ca_hash(),
+                    "Server": server,
+                    "ExpiresAt": expires,
+                    "Uses": uses,
+                    "Command": command,
+                })),
+                Output::Table => {
+                    println!("join token  {token}");
+                    println!("CA hash     {}", pki.ca_hash());
+                    println!("expires     {expires} ({uses} use(s))");
+                    println!();
+                    println!("On the new host, as root:");
+                    println!("  {command}");
+                }
+            }
+        }
+        JoinTokenCmd::List => {
+            let list = store.join_tokens().await?;
+            match output {
+                Output::Json => json(&list),
+                Output::Table => table(
+                    &["Token", "Description", "Uses left", "Expires", "Created"],
+                    list.iter()
+                        .map(|t| {
+                            vec![
+                                format!("gcj.{}.…", t.token_id),
+                                t.description.clone(),
+                                t.uses_left.to_string(),
+                                gpucloud_store::iso(t.expires_at),
+                                gpucloud_store::iso(t.created_at),
+                            ]
+                        })
+                        .collect(),
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn hosts_op(store: &gpucloud_store::Store, cmd: HostsCmd, output: Output) -> Result<()> {
+    use gpucloud_store::hosts::AdminState;
+    let (host, what) = match &cmd {
+        HostsCmd::Cordon { host } => (host.clone(), "cordoned"),
+        HostsCmd::Uncordon { host } => (host.clone(), "uncordoned"),
+        HostsCmd::Drain { host, .. } => (host.clone(), "draining"),
+        HostsCmd::Remove { host } => (host.clone(), "removed"),
+        HostsCmd::List => return Ok(()),
+    };
+    let not_found = || anyhow::anyhow!("no host {host}; `gpucloud admin hosts` lists them");
+    if store.host_get(&host).await?.is_none() {
+        return Err(not_found());
+    }
+    match &cmd {
+        HostsCmd::Cordon { .. } => store.host_set_admin(&host, AdminState::Cordoned).await?,
+        HostsCmd::Uncordon { .. } => store.host_set_admin(&host, AdminState::Active).await?,
+        HostsCmd::Drain { wait, .. } => {
+            store.host_set_admin(&host, AdminState::Draining).await?;
+            let deadline =
+                std::time::Instant::now() + std::time::Duration::from_secs(wait.unwrap_or(0));
+            let bar = wait.map(|_| {
+                let b = indicatif::ProgressBar::new_spinner();
+                b.enable_steady_tick(std::time::Duration::from_millis(200));
+                b
+            });
+            loop {
+                let left = store.instances_on_host(&host).await?;
+                if let Some(b) = &bar {
+                    b.set_message(format!("{host}: {} instance(s) left", left.len()));
+                }
+                if left.is_empty() {
+                    if let Some(b) = bar {
+                        b.finish_and_clear();
+                    }
+                    println!(
+                        "{host} is empty; remove it with `gpucloud admin hosts remove {host}`"
+                    );
+                    break;
+                }
+                if std::time::Instant::now() >= deadline {
+                    if let Some(b) = bar {
+                        b.finish_and_clear();
+                    }
+                    println!("{host} is draining: no new instances go there. Still on it:");
+                    let rows = left
+                        .iter()
+                        .map(|i| {
+                            vec![
+                                i.instance_id.clone(),
+                                i.app_id.to_string(),
+                                i.state.as_str().to_string(),
+                                i.instance_type.clone(),
+                            ]
+                        })
+                        .collect();
+                    match output {
+                        Output::Json => json(&left),
+                        Output::Table => table(&["Instance", "AppId", "State", "Type"], rows),
+                    }
+                    println!("They leave when their owners terminate them, or move when resized (ResetInstancesType) while the host is full.");
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            return Ok(());
+        }
+        HostsCmd::Remove { .. } => store.host_remove(&host).await.map_err(|e| match e {
+            gpucloud_store::instances::TxError::Cloud(c) => anyhow::anyhow!(c.to_string()),
+            gpucloud_store::instances::TxError::Store(s) => anyhow::anyhow!(chain(&s)),
+            other => anyhow::anyhow!(chain(&other)),
+        })?,
+        HostsCmd::List => {}
+    }
+    println!("{host} {what}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("30m").unwrap().as_secs(), 1800);
+        assert_eq!(parse_duration("2h").unwrap().as_secs(), 7200);
+        assert_eq!(parse_duration("1d").unwrap().as_secs(), 86_400);
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
 }

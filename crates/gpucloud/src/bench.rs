@@ -206,7 +206,11 @@ async fn api_bench(
         sim_boot: Duration::from_millis(boot_ms),
         sim_stop: Duration::ZERO,
         local_agent: false,
+        container_runtime: None,
         host_grace: Duration::from_secs(600),
+        agent_listen: None,
+        agent_names: vec![],
+        images_dir: None,
     };
     let cloud = cloud::start(&opts).await?;
     let reg = Instant::now();

@@ -1,13 +1,21 @@
-//! Wiring of an embedded cloud: store, control plane, HTTP server and
-//! in-process agents (the local host and simulated hosts). `up` and the
-//! benchmarks start one of these.
+//! Wiring of a cloud process: store, control plane, the API server, the
+//! agent endpoint (mutual TLS) and agents. `up`, `server` and the benchmarks
+//! start one of these.
+//!
+//! The local host's agent (in `up`) joins through the agent endpoint like any
+//! remote agent — token, CSR, mutual TLS — so `up` exercises the same path as
+//! a fleet. Simulated hosts talk to the gateway in process: they stand in for
+//! machines, not for the transport, and thousands of them would otherwise
+//! cost thousands of TLS sessions.
 
 use anyhow::{Context, Result};
-use gpucloud_agent::inventory::LocalInventory;
+use gpucloud_agent::host::{HostConfig, LocalHost};
+use gpucloud_agent::remote::{self, HttpControlPlane, Identity};
 use gpucloud_agent::runtime::Runtime;
 use gpucloud_agent::sim::{SimHost, SimRuntime};
 use gpucloud_agent::{Agent, AgentOptions};
 use gpucloud_agent_api::ControlPlane;
+use gpucloud_server::pki::Pki;
 use gpucloud_server::{App, Config};
 use gpucloud_store::{SecretBox, Store};
 use std::net::SocketAddr;
@@ -35,10 +43,18 @@ pub struct CloudOptions {
     pub sim_boot: Duration,
     /// Simulated shutdown time.
     pub sim_stop: Duration,
-    /// Run the local host's agent.
+    /// Run the local host's agent (needs `agent_listen`).
     pub local_agent: bool,
+    /// The local agent's OCI runtime (`None`: crun or runc, found).
+    pub container_runtime: Option<PathBuf>,
     /// Host liveness grace period.
     pub host_grace: Duration,
+    /// Where the agent endpoint listens (`None`: no remote agents).
+    pub agent_listen: Option<SocketAddr>,
+    /// Extra names (DNS or IP) for the agent endpoint's certificate.
+    pub agent_names: Vec<String>,
+    /// Image manifests to register at start (`*/image.json` under it).
+    pub images_dir: Option<PathBuf>,
 }
 
 /// A running cloud.
@@ -47,6 +63,10 @@ pub struct Cloud {
     pub app: Arc<App>,
     /// Where the API listens.
     pub addr: SocketAddr,
+    /// Where the agent endpoint listens.
+    pub agent_addr: Option<SocketAddr>,
+    /// `sha256:…` of the cluster CA (what agents pin).
+    pub ca_hash: String,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -139,20 +159,68 @@ pub async fn start(opts: &CloudOptions) -> Result<Cloud> {
             .await;
     }));
 
+    let pki = Arc::new(
+        Pki::load_or_create(&app.store)
+            .await
+            .map_err(|e| anyhow::anyhow!(chain(&e)))
+            .context("loading the cluster CA")?,
+    );
+    let ca_hash = pki.ca_hash();
+    let mut agent_addr = None;
+    if let Some(at) = opts.agent_listen {
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("agent endpoint: listening on {at}"))?;
+        let bound = listener.local_addr()?;
+        let mut names = opts.agent_names.clone();
+        names.push(bound.ip().to_string());
+        names.push("localhost".into());
+        let tls = gpucloud_server::agent_http::tls_config(&pki, &names)?;
+        tasks.push(tokio::spawn(gpucloud_server::agent_http::serve(
+            app.clone(),
+            pki.clone(),
+            tls,
+            listener,
+            rx.clone(),
+        )));
+        agent_addr = Some(bound);
+    }
+    if let Some(dir) = &opts.images_dir {
+        let (ok, refused) = gpucloud_server::app::images::import_dir(&app.store, dir).await;
+        for i in ok {
+            tracing::info!(image = %i.image_id, runtime = %i.runtime, location = %i.location, "image registered");
+        }
+        for r in refused {
+            tracing::warn!("image not registered: {r}");
+        }
+    }
+
     let link: Arc<dyn ControlPlane> = app.gateway.clone();
     if opts.local_agent {
-        let inv = LocalInventory {
-            host_id: LocalInventory::host_id_in(&opts.data_dir).context("reading the host ID")?,
+        let at = agent_addr.context("the local agent needs the agent endpoint")?;
+        let state_dir = opts.data_dir.join("agent");
+        let host = LocalHost::probe(&HostConfig {
+            state_dir: state_dir.clone(),
+            images_dir: opts
+                .images_dir
+                .clone()
+                .unwrap_or_else(|| opts.data_dir.join("images")),
             zone: cfg.default_zone.clone(),
-            sysfs: "/sys".into(),
-            procfs: "/proc".into(),
-            runtimes: vec![],
+            container_runtime: opts.container_runtime.clone(),
+            no_runtimes: false,
             reserved_mib: 2048,
-            details: serde_json::json!({
-                "runtimes": "no instance runtime is available on this host",
-            }),
-        };
-        let agent = Agent::new(link.clone(), Arc::new(inv), vec![], AgentOptions::default());
+        })
+        .context("probing this host")?;
+        let server = format!("https://127.0.0.1:{}", at.port());
+        let id =
+            local_identity(&app, &server, &ca_hash, &host.inventory.host_id, &state_dir).await?;
+        let http = HttpControlPlane::new(&server, &id).map_err(|e| anyhow::anyhow!(e))?;
+        let agent = Agent::new(
+            Arc::new(http),
+            host.inventory.clone(),
+            host.runtimes,
+            AgentOptions::default(),
+        );
         tasks.push(tokio::spawn(agent.run(rx.clone())));
     }
     if let Some(spec) = &opts.simulate {
@@ -174,9 +242,43 @@ pub async fn start(opts: &CloudOptions) -> Result<Cloud> {
     Ok(Cloud {
         app,
         addr,
+        agent_addr,
+        ca_hash,
         shutdown,
         tasks,
     })
+}
+
+/// The local agent's credentials: the ones it has when they are still valid
+/// for this cluster, else a fresh join with a one-use token.
+async fn local_identity(
+    app: &App,
+    server: &str,
+    ca_hash: &str,
+    host_id: &str,
+    state_dir: &Path,
+) -> Result<Identity> {
+    if let Some(id) = Identity::load(state_dir).map_err(|e| anyhow::anyhow!(e))? {
+        let same_ca = id.ca_hash().ok().as_deref() == Some(ca_hash);
+        let known = match gpucloud_agent::remote::cert_fingerprint(&id.cert_pem) {
+            Some(fp) => app.store.agent_cert_host(&fp).await?.as_deref() == Some(host_id),
+            None => false,
+        };
+        if same_ca && known {
+            return Ok(id);
+        }
+        tracing::info!(
+            "the local agent's certificate is not valid for this cluster; joining again"
+        );
+    }
+    let token = app
+        .store
+        .join_token_create("local agent of gpucloud up", 60_000, 1)
+        .await?;
+    remote::join(server, &token, ca_hash, host_id, state_dir)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("joining the local agent")
 }
 
 /// Waits until `n` hosts are registered (or the deadline passes).

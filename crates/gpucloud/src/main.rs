@@ -2,9 +2,11 @@
 //! the libraries; the logic lives in the crates.
 
 mod admin;
+mod agent_cmd;
 mod bench;
 mod cloud;
 mod output;
+mod server_cmd;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +38,10 @@ enum Cmd {
     /// Run a whole cloud on this machine: control plane, local host agent and
     /// optionally a simulated GPU fleet, with SQLite under --data-dir.
     Up(up::UpArgs),
+    /// The control plane alone (API + agent endpoint), for clouds of many machines.
+    Server(server_cmd::ServerArgs),
+    /// The host agent of a GPU server: joins a cluster and runs its instances.
+    Agent(agent_cmd::AgentArgs),
     /// Operator commands: tenants, hosts, GPUs, instances.
     Admin(admin::AdminArgs),
     /// Benchmarks (figures for docs/PERFORMANCE.md).
@@ -75,6 +81,8 @@ fn main() {
     let result = rt.block_on(async move {
         match cli.cmd {
             Cmd::Up(a) => up::run(a).await,
+            Cmd::Server(a) => server_cmd::run(a).await,
+            Cmd::Agent(a) => agent_cmd::run(a).await,
             Cmd::Admin(a) => admin::run(a).await,
             Cmd::Bench(a) => bench::run(a).await,
         }

@@ -40,15 +40,26 @@ pub struct UpArgs {
     /// Seconds without a report after which a host is unreachable.
     #[arg(long, default_value_t = 90)]
     host_grace_s: u64,
+    /// Where the agent endpoint (mutual TLS) listens; the local agent joins
+    /// through it, and agents on other machines can too when it is not on a
+    /// loopback address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    agent_listen: SocketAddr,
+    /// Extra DNS names or IP addresses for the agent endpoint's certificate.
+    #[arg(long = "agent-name")]
+    agent_names: Vec<String>,
+    /// OCI runtime for container instances (default: crun or runc, found on PATH).
+    #[arg(long)]
+    container_runtime: Option<PathBuf>,
 }
 
 /// What `credentials.json` holds.
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct Credentials {
-    secret_id: String,
-    secret_key: String,
-    region: String,
+pub struct Credentials {
+    pub secret_id: String,
+    pub secret_key: String,
+    pub region: String,
     endpoint: String,
     app_id: i64,
     uin: i64,
@@ -74,7 +85,7 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
 }
 
 /// Makes sure the operator's tenant and credentials exist; returns them.
-async fn operator_credentials(
+pub async fn operator_credentials(
     store: &Store,
     data_dir: &Path,
     region: &str,
@@ -148,7 +159,8 @@ async fn operator_credentials(
     Ok((creds, fresh))
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -163,13 +175,11 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Runs `up`.
-pub async fn run(a: UpArgs) -> Result<()> {
-    let data_dir = a.data_dir.clone().unwrap_or_else(crate::default_data_dir);
-    if gpucloud_core::region::region(&a.region).is_none() {
+/// Checks `--region` and `--zone`.
+pub fn check_region_zone(region: &str, zone: Option<&str>) -> Result<()> {
+    if gpucloud_core::region::region(region).is_none() {
         anyhow::bail!(
-            "unknown region `{}`; use one of {}",
-            a.region,
+            "unknown region `{region}`; use one of {}",
             gpucloud_core::region::REGIONS
                 .iter()
                 .map(|r| r.code)
@@ -177,16 +187,21 @@ pub async fn run(a: UpArgs) -> Result<()> {
                 .join(", ")
         );
     }
-    if let Some(z) = &a.zone {
+    if let Some(z) = zone {
         match gpucloud_core::region::Zone::parse(z) {
-            Some(zz) if zz.region == a.region => {}
+            Some(zz) if zz.region == region => {}
             _ => anyhow::bail!(
-                "zone `{z}` is not a zone of region {} (zones look like {}-3)",
-                a.region,
-                a.region
+                "zone `{z}` is not a zone of region {region} (zones look like {region}-3)"
             ),
         }
     }
+    Ok(())
+}
+
+/// Runs `up`.
+pub async fn run(a: UpArgs) -> Result<()> {
+    let data_dir = a.data_dir.clone().unwrap_or_else(crate::default_data_dir);
+    check_region_zone(&a.region, a.zone.as_deref())?;
     if let Some(s) = &a.simulate {
         let default_zone = a.zone.clone().unwrap_or_else(|| format!("{}-3", a.region));
         gpucloud_core::simspec::parse(s, &a.region, &default_zone).context("--simulate")?;
@@ -201,7 +216,11 @@ pub async fn run(a: UpArgs) -> Result<()> {
         sim_boot: Duration::from_millis(a.sim_boot_ms),
         sim_stop: Duration::from_millis(a.sim_stop_ms),
         local_agent: !a.no_local_agent,
+        container_runtime: a.container_runtime.clone(),
         host_grace: Duration::from_secs(a.host_grace_s.max(1)),
+        agent_listen: Some(a.agent_listen),
+        agent_names: a.agent_names.clone(),
+        images_dir: Some(data_dir.join("images")),
     };
     let cloud = cloud::start(&opts).await?;
     let endpoint = format!("http://{}", cloud.addr);
@@ -222,6 +241,9 @@ pub async fn run(a: UpArgs) -> Result<()> {
     println!("  API endpoint   {endpoint}");
     println!("  region         {}", a.region);
     println!("  data directory {}", data_dir.display());
+    if let Some(at) = cloud.agent_addr {
+        println!("  agent endpoint https://{at} (CA {})", cloud.ca_hash);
+    }
     println!(
         "  credentials    {} (mode 0600){}",
         cred_path.display(),

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gpucloud_agent_api::{
-    AgentApiError, ControlPlane, DesiredRequest, HostInventory, JoinRequest, JoinResponse,
+    paths, AgentApiError, ControlPlane, DesiredRequest, HostInventory, JoinRequest, JoinResponse,
     LinkError, ObservedState,
 };
 use gpucloud_api_types::ids::{is_valid, IdKind};
@@ -34,6 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// How long a certificate→host mapping is trusted without the database: a
+/// removed host's certificate stops working within this time.
+const CERT_CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// Longest long poll an agent may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -78,7 +82,7 @@ impl AgentState {
             ));
         };
         if let Some((h, at)) = self.ids.lock().unwrap_or_else(|p| p.into_inner()).get(fp) {
-            if at.elapsed() < Duration::from_secs(30) {
+            if at.elapsed() < CERT_CACHE_TTL {
                 return Ok(h.clone());
             }
         }
@@ -259,11 +263,11 @@ pub async fn serve(
         ids: Arc::default(),
     };
     let router = Router::new()
-        .route("/agent/v1/ca", get(ca))
-        .route("/agent/v1/join", post(join))
-        .route("/agent/v1/register", post(register))
-        .route("/agent/v1/desired", post(desired))
-        .route("/agent/v1/report", post(report))
+        .route(paths::CA, get(ca))
+        .route(paths::JOIN, post(join))
+        .route(paths::REGISTER, post(register))
+        .route(paths::DESIRED, post(desired))
+        .route(paths::REPORT, post(report))
         .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
         .with_state(state);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));

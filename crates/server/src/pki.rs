@@ -9,6 +9,7 @@
 //! agent authenticates with that certificate, and the server maps the
 //! certificate's fingerprint to the host it was issued to.
 
+use gpucloud_agent_api::SERVER_NAME;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -124,8 +125,9 @@ impl Pki {
         Ok(Issuer::from_ca_cert_pem(&self.ca_pem, &self.ca_key)?)
     }
 
-    /// A server certificate for the agent endpoint, valid for `names` (DNS
-    /// names or IP addresses). Returns the chain and key for rustls.
+    /// A server certificate for the agent endpoint, valid for
+    /// [`SERVER_NAME`] (what agents check) and `names` (DNS names or IP
+    /// addresses, for other clients). Returns the chain and key for rustls.
     pub fn issue_server(
         &self,
         names: &[String],
@@ -133,9 +135,12 @@ impl Pki {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "gpucloud server");
+        dn.push(DnType::CommonName, SERVER_NAME);
         params.distinguished_name = dn;
-        for n in names {
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(SERVER_NAME.to_string().try_into()?));
+        for n in names.iter().filter(|n| n.as_str() != SERVER_NAME) {
             match n.parse::<IpAddr>() {
                 Ok(ip) => params.subject_alt_names.push(SanType::IpAddress(ip)),
                 Err(_) => params

@@ -255,9 +255,8 @@ async fn every_action_hides_other_tenants() {
         )
         .await
         .unwrap();
-    let tat = |action: &'static str, params: Value, want: Option<&'static str>| {
-        (action, params, want)
-    };
+    let tat =
+        |action: &'static str, params: Value, want: Option<&'static str>| (action, params, want);
     let tat_calls = vec![
         tat(
             "RunCommand",

@@ -60,9 +60,13 @@ impl TestCloud {
                 .unwrap();
         });
         let link: Arc<dyn ControlPlane> = app.gateway.clone();
-        let hosts = SimHost::expand(
-            &gpucloud_core::simspec::parse(spec, "ap-guangzhou", &cfg.default_zone).unwrap(),
-        );
+        let hosts = if spec.is_empty() {
+            vec![]
+        } else {
+            SimHost::expand(
+                &gpucloud_core::simspec::parse(spec, "ap-guangzhou", &cfg.default_zone).unwrap(),
+            )
+        };
         let ids: Vec<String> = hosts.iter().map(|h| h.host_id()).collect();
         for h in hosts {
             let rt: Arc<dyn Runtime> = Arc::new(SimRuntime::new(boot, boot));

@@ -1,0 +1,154 @@
+//! Assembling the agent of a real machine: its inventory and the runtimes it
+//! can offer, each probed rather than assumed. A runtime that cannot work here
+//! is left out and the reason goes into the host's details, so operators see
+//! (`gpucloud admin hosts`, `gpucloud doctor`) why a host offers what it offers.
+
+use crate::container::{self, ContainerConfig, ContainerRuntime};
+use crate::gpu::NvidiaDevices;
+use crate::inventory::LocalInventory;
+use crate::runtime::Runtime;
+use gpucloud_agent_api::RuntimeKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to set up the agent of this machine.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where the agent keeps its state (host ID, credentials, bundles).
+    pub state_dir: PathBuf,
+    /// Where image files are found (image locations are relative to it).
+    pub images_dir: PathBuf,
+    /// Zone the host serves (empty: the server's default zone).
+    pub zone: String,
+    /// The OCI runtime binary; `None` picks `crun` or `runc` from the usual places.
+    pub container_runtime: Option<PathBuf>,
+    /// Offer no instance runtime at all (inventory only).
+    pub no_runtimes: bool,
+    /// Memory kept back for the host itself, MiB.
+    pub reserved_mib: u64,
+}
+
+/// The agent's parts for this machine.
+pub struct LocalHost {
+    /// Inventory.
+    pub inventory: Arc<LocalInventory>,
+    /// Runtimes that work here.
+    pub runtimes: Vec<Arc<dyn Runtime>>,
+}
+
+fn find_bin(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(
+            [
+                "/usr/sbin",
+                "/usr/bin",
+                "/sbin",
+                "/bin",
+                "/usr/local/bin",
+                "/usr/local/sbin",
+            ]
+            .map(PathBuf::from),
+        )
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Whether the cgroup hierarchy is cgroup v2 only ("unified").
+pub fn cgroup_v2_unified(sysfs: &Path) -> bool {
+    sysfs.join("fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The OCI runtime to use: `crun` where cgroup v2 is unified and crun is
+/// installed, else `runc`.
+pub fn pick_oci_runtime(sysfs: &Path) -> Option<PathBuf> {
+    let crun = find_bin("crun");
+    let runc = find_bin("runc");
+    if cgroup_v2_unified(sysfs) {
+        crun.or(runc)
+    } else {
+        runc.or(crun)
+    }
+}
+
+fn version_of(bin: &Path) -> String {
+    std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(|l| l.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+impl LocalHost {
+    /// Probes this machine and builds the agent's parts.
+    pub fn probe(cfg: &HostConfig) -> std::io::Result<Self> {
+        let host_id = LocalInventory::host_id_in(&cfg.state_dir)?;
+        let sysfs = PathBuf::from("/sys");
+        let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
+        let mut kinds = Vec::new();
+        let mut notes = serde_json::Map::new();
+        let bin = cfg
+            .container_runtime
+            .clone()
+            .or_else(|| pick_oci_runtime(&sysfs));
+        let container_note = if cfg.no_runtimes {
+            "disabled (--no-runtimes)".to_string()
+        } else {
+            match &bin {
+                None => "no OCI runtime found (apt-get install runc)".to_string(),
+                Some(b) => match container::available(b) {
+                    Ok(()) => {
+                        let rt = ContainerRuntime::new(
+                            ContainerConfig {
+                                runtime_bin: b.clone(),
+                                state_dir: cfg.state_dir.join("container"),
+                                images_dir: cfg.images_dir.clone(),
+                                host_cpus: std::thread::available_parallelism()
+                                    .map_or(1, |n| n.get() as u32),
+                                stop_grace: Duration::from_secs(10),
+                            },
+                            Arc::new(NvidiaDevices::default()),
+                        );
+                        runtimes.push(Arc::new(rt));
+                        kinds.push(RuntimeKind::Container);
+                        format!(
+                            "available: {} ({}, cgroup {})",
+                            b.display(),
+                            version_of(b),
+                            if cgroup_v2_unified(&sysfs) {
+                                "v2"
+                            } else {
+                                "v1/hybrid"
+                            }
+                        )
+                    }
+                    Err(why) => why,
+                },
+            }
+        };
+        notes.insert("container".into(), container_note.into());
+        notes.insert(
+            "qemu".into(),
+            "not offered yet: virtual machines come with the qemu runtime".into(),
+        );
+        Ok(Self {
+            inventory: Arc::new(LocalInventory {
+                host_id,
+                zone: cfg.zone.clone(),
+                sysfs,
+                procfs: "/proc".into(),
+                runtimes: kinds,
+                reserved_mib: cfg.reserved_mib,
+                details: serde_json::json!({ "runtimes": notes }),
+            }),
+            runtimes,
+        })
+    }
+}

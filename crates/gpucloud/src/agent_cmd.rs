@@ -1,0 +1,118 @@
+//! `gpucloud agent`: the host agent of a GPU server. It joins a cluster once
+//! with a token (see [`gpucloud_agent::remote`]), then dials the server over
+//! mutual TLS, registers the machine's inventory and runs the instances the
+//! control plane places here. Instances keep running when the agent stops;
+//! a restarted agent adopts them.
+
+use anyhow::{Context, Result};
+use gpucloud_agent::host::{HostConfig, LocalHost};
+use gpucloud_agent::remote::{self, HttpControlPlane, Identity};
+use gpucloud_agent::{Agent, AgentOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Flags of `agent`.
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    /// The server's agent endpoint, e.g. https://10.0.0.1:8443.
+    #[arg(long, env = "GPUCLOUD_SERVER")]
+    server: String,
+    /// Join token from `gpucloud admin join-token create` (first start only).
+    #[arg(long, env = "GPUCLOUD_JOIN_TOKEN")]
+    join_token: Option<String>,
+    /// The cluster CA's hash that token creation printed (first start only).
+    #[arg(long, env = "GPUCLOUD_CA_HASH")]
+    ca_hash: Option<String>,
+    /// Where the agent keeps its host ID, credentials and instance bundles.
+    #[arg(long, default_value = "/var/lib/gpucloud/agent")]
+    state_dir: PathBuf,
+    /// Where image files are found (default: <state-dir>/images).
+    #[arg(long)]
+    images_dir: Option<PathBuf>,
+    /// Zone this host serves (default: the server's default zone).
+    #[arg(long, default_value = "")]
+    zone: String,
+    /// OCI runtime for container instances (default: crun or runc, found on PATH).
+    #[arg(long)]
+    container_runtime: Option<PathBuf>,
+    /// Offer no instance runtime (inventory only).
+    #[arg(long)]
+    no_runtimes: bool,
+    /// Memory kept back for the host itself, MiB.
+    #[arg(long, default_value_t = 2048)]
+    reserved_mib: u64,
+    /// Seconds between full reports (the server's grace period must be longer).
+    #[arg(long, default_value_t = 15)]
+    heartbeat_s: u64,
+    /// Longest desired-state long poll, seconds.
+    #[arg(long, default_value_t = 25)]
+    poll_wait_s: u64,
+}
+
+/// Runs `agent`.
+pub async fn run(a: AgentArgs) -> Result<()> {
+    let host = LocalHost::probe(&HostConfig {
+        state_dir: a.state_dir.clone(),
+        images_dir: a
+            .images_dir
+            .clone()
+            .unwrap_or_else(|| a.state_dir.join("images")),
+        zone: a.zone.clone(),
+        container_runtime: a.container_runtime.clone(),
+        no_runtimes: a.no_runtimes,
+        reserved_mib: a.reserved_mib,
+    })
+    .with_context(|| format!("preparing the state directory {}", a.state_dir.display()))?;
+    let host_id = host.inventory.host_id.clone();
+    let id = match Identity::load(&a.state_dir).map_err(|e| anyhow::anyhow!(e))? {
+        Some(id) => id,
+        None => {
+            let (Some(token), Some(hash)) = (&a.join_token, &a.ca_hash) else {
+                anyhow::bail!(
+                    "this host has not joined a cluster yet: pass --join-token and --ca-hash, as printed by `gpucloud admin join-token create` on the server"
+                );
+            };
+            let id = remote::join(&a.server, token, hash, &host_id, &a.state_dir)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            eprintln!(
+                "joined the cluster at {} as {host_id}; credentials are in {}",
+                a.server,
+                a.state_dir.display()
+            );
+            id
+        }
+    };
+    let link = HttpControlPlane::new(&a.server, &id).map_err(|e| anyhow::anyhow!(e))?;
+    let runtimes: Vec<String> = host
+        .inventory
+        .runtimes
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect();
+    tracing::info!(
+        host = %host_id,
+        server = %a.server,
+        runtimes = %if runtimes.is_empty() { "none".to_string() } else { runtimes.join(",") },
+        "agent starting"
+    );
+    let agent = Agent::new(
+        Arc::new(link),
+        host.inventory.clone(),
+        host.runtimes,
+        AgentOptions {
+            poll_wait: Duration::from_secs(a.poll_wait_s.clamp(1, 60)),
+            heartbeat: Duration::from_secs(a.heartbeat_s.max(1)),
+            ..AgentOptions::default()
+        },
+    );
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(agent.run(rx));
+    crate::up::wait_for_signal().await;
+    let _ = tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    eprintln!("agent stopped; instances keep running and are adopted at the next start");
+    Ok(())
+}
