@@ -28,7 +28,7 @@ pub mod sim;
 
 use gpucloud_agent_api::{
     CommandResult, CommandSpec, ControlPlane, DesiredPower, DesiredState, InstanceSpec,
-    InstanceStatus, ObservedPower, ObservedState, MAX_COMMAND_OUTPUT,
+    InstanceStatus, LinkError, ObservedPower, ObservedState, MAX_COMMAND_OUTPUT,
 };
 use inventory::Inventory;
 use runtime::{Power, Runtime, StopType};
@@ -112,29 +112,36 @@ impl Agent {
             .cloned()
     }
 
-    /// Registers the host, retrying until the control plane answers; `None` on shutdown.
-    async fn register(&self, shutdown: &mut watch::Receiver<bool>) -> Option<String> {
+    /// Registers the host, retrying while the control plane cannot be
+    /// reached; `Ok(None)` on shutdown, an error when it refuses the host.
+    async fn register(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<String>, LinkError> {
         let inv = self.inventory.collect();
         loop {
             match self.link.register(&inv).await {
-                Ok(()) => return Some(inv.host_id),
+                Ok(()) => return Ok(Some(inv.host_id)),
+                Err(e @ LinkError::Refused(_)) => return Err(e),
                 Err(e) => {
                     tracing::warn!(host = %inv.host_id, error = %e, "registration failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(self.opts.retry) => {}
-                        _ = shutdown.changed() => return None,
+                        _ = shutdown.changed() => return Ok(None),
                     }
                 }
             }
         }
     }
 
-    /// Runs until `shutdown` turns true. Instances keep running when it returns.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` turns true. Instances keep running when it
+    /// returns. Fails only when the control plane refuses to register the
+    /// host (wrong zone, unknown or revoked certificate): retrying cannot help.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), LinkError> {
         // Boxed, so the inventory document is freed once registered instead of
         // living in this long-running future.
-        let Some(host_id) = Box::pin(self.register(&mut shutdown)).await else {
-            return;
+        let Some(host_id) = Box::pin(self.register(&mut shutdown)).await? else {
+            return Ok(());
         };
         // Adopt what the runtimes already run.
         let mut existing: HashMap<String, (Power, Arc<dyn Runtime>)> = HashMap::new();
@@ -339,6 +346,7 @@ impl Agent {
             }
         }
         poller.abort();
+        Ok(())
     }
 
     fn spawn_converge(&self, slot: &mut Slot, done: mpsc::Sender<Box<Done>>) {

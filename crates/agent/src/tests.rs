@@ -141,7 +141,15 @@ fn start_agent(
         },
     );
     let (tx, rx) = watch::channel(false);
-    (tx, tokio::spawn(agent.run(rx)))
+    (
+        tx,
+        tokio::spawn(async move {
+            agent
+                .run(rx)
+                .await
+                .expect("the fake control plane takes the host");
+        }),
+    )
 }
 
 #[tokio::test]

@@ -251,6 +251,25 @@ pub struct GpuInfo {
     /// Model, e.g. `NVIDIA H100 SXM 80GB`.
     #[serde(rename = "GPUType")]
     pub gpu_type: String,
+    /// gpucloud extension: the health of each GPU, in `GPUId` order, so a
+    /// tenant sees which of its GPUs failed (Tencent's SDKs ignore unknown
+    /// fields).
+    #[serde(rename = "GPUHealth", default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_health: Vec<GpuHealth>,
+}
+
+/// gpucloud extension: one GPU's health.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GpuHealth {
+    /// `GPU-<uuid>`.
+    #[serde(rename = "GPUId")]
+    pub gpu_id: String,
+    /// `HEALTHY` or `UNHEALTHY`.
+    #[serde(rename = "State")]
+    pub state: String,
+    /// Why it is unhealthy (XID, ECC errors, temperature …).
+    #[serde(rename = "Reason")]
+    pub reason: String,
 }
 
 /// An instance as `DescribeInstances` returns it.

@@ -109,8 +109,20 @@ pub async fn run(a: AgentArgs) -> Result<()> {
         },
     );
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(agent.run(rx));
-    crate::up::wait_for_signal().await;
+    let mut task = tokio::spawn(agent.run(rx));
+    tokio::select! {
+        () = crate::up::wait_for_signal() => {}
+        r = &mut task => {
+            return match r {
+                Ok(Err(e)) => Err(anyhow::anyhow!(e)).context(format!(
+                    "the server will not take this host; fix the cause, or to join anew remove {} and {} and use a new join token",
+                    a.state_dir.join("agent.crt").display(),
+                    a.state_dir.join("agent.key").display()
+                )),
+                _ => Ok(()),
+            };
+        }
+    }
     let _ = tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     eprintln!("agent stopped; instances keep running and are adopted at the next start");

@@ -221,7 +221,12 @@ pub async fn start(opts: &CloudOptions) -> Result<Cloud> {
             host.runtimes,
             AgentOptions::default(),
         );
-        tasks.push(tokio::spawn(agent.run(rx.clone())));
+        let rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = agent.run(rx).await {
+                tracing::error!(error = %e, "the local host agent stopped");
+            }
+        }));
     }
     if let Some(spec) = &opts.simulate {
         let groups = gpucloud_core::simspec::parse(spec, &opts.region, &cfg.default_zone)?;
@@ -236,7 +241,12 @@ pub async fn start(opts: &CloudOptions) -> Result<Cloud> {
         for h in hosts {
             let rt: Arc<dyn Runtime> = Arc::new(SimRuntime::new(opts.sim_boot, opts.sim_stop));
             let agent = Agent::new(link.clone(), Arc::new(h), vec![rt], sim_opts.clone());
-            tasks.push(tokio::spawn(agent.run(rx.clone())));
+            let rx = rx.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = agent.run(rx).await {
+                    tracing::error!(error = %e, "a simulated host agent stopped");
+                }
+            }));
         }
     }
     Ok(Cloud {

@@ -175,7 +175,7 @@ async fn join(State(s): State<AgentState>, Json(req): Json<JoinRequest>) -> Resp
 async fn register(
     State(s): State<AgentState>,
     Extension(peer): Extension<Peer>,
-    Json(inv): Json<HostInventory>,
+    Json(mut inv): Json<HostInventory>,
 ) -> Response {
     let host = match s.host_of(&peer).await {
         Ok(h) => h,
@@ -186,6 +186,21 @@ async fn register(
             StatusCode::FORBIDDEN,
             "wrong_host",
             format!("this certificate belongs to {host}, not {}", inv.host_id),
+        );
+    }
+    if inv.zone.is_empty() {
+        inv.zone = s.app.cfg.default_zone.clone();
+    }
+    let zone_ok =
+        gpucloud_core::region::Zone::parse(&inv.zone).is_some_and(|z| z.region == s.app.cfg.region);
+    if !zone_ok {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "bad_zone",
+            format!(
+                "zone `{}` is not a zone of region {} (zones look like {}); start the agent with --zone",
+                inv.zone, s.app.cfg.region, s.app.cfg.default_zone
+            ),
         );
     }
     match s.app.gateway.register(&inv).await {

@@ -8,7 +8,7 @@
 //! * **host liveness** — a host whose agent has not talked to this server
 //!   within the grace period becomes `UNREACHABLE` (its instances keep their
 //!   state and claims: nothing is double-booked); when it talks again it is
-//!   `READY`.
+//!   `READY`; command tasks that never got a result end `TASK_TIMEOUT`.
 
 use crate::App;
 use gpucloud_store::hosts::state;
@@ -16,6 +16,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
+
+/// How long past its timeout a command task may stay without a result.
+const TASK_GRACE_MS: i64 = 60_000;
 
 /// Starts the reconcilers; they stop when `shutdown` turns true.
 pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
@@ -80,7 +83,9 @@ pub async fn liveness_pass(app: &App, started: Instant) -> gpucloud_store::Resul
                 .await?;
             true
         } else {
-            false
+            // Another server (or a report) changed the state: catch up.
+            app.sched
+                .with_facts(|f| f.unreachable.contains_key(&h.host_id) != (h.state != state::READY))
         };
         if changed {
             app.sched.refresh_from(&app.store, &h.host_id).await?;
@@ -100,6 +105,12 @@ async fn liveness_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         }
         if let Err(e) = liveness_pass(&app, started).await {
             tracing::warn!(error = ?e, "liveness pass failed");
+        }
+        // Commands whose result never came (host gone, agent lost them).
+        match app.store.tasks_expire(TASK_GRACE_MS).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "command tasks timed out without a result"),
+            Err(e) => tracing::warn!(error = ?e, "expiring command tasks failed"),
         }
     }
 }

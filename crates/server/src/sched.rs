@@ -30,9 +30,51 @@ struct Reservation {
     items: Vec<(String, Vec<u32>, u32, u64)>,
 }
 
+/// What the API shows beside an instance's own state: hosts that are not
+/// reporting and GPUs that are fenced. Kept with the index because it is
+/// loaded from the same rows.
+#[derive(Debug, Default, Clone)]
+pub struct Facts {
+    /// Hosts whose agent is not reporting → why.
+    pub unreachable: HashMap<String, String>,
+    /// Unhealthy GPUs → (host, why).
+    pub unhealthy_gpus: HashMap<String, (String, String)>,
+}
+
+impl Facts {
+    fn set(&mut self, h: &Host, gpus: &[Gpu]) {
+        if h.state == gpucloud_store::hosts::state::READY {
+            self.unreachable.remove(&h.host_id);
+        } else {
+            let why = if h.state_reason.is_empty() {
+                format!("the host is {}", h.state)
+            } else {
+                h.state_reason.clone()
+            };
+            self.unreachable.insert(h.host_id.clone(), why);
+        }
+        self.unhealthy_gpus
+            .retain(|_, (host, _)| host != &h.host_id);
+        for g in gpus {
+            if g.health != gpucloud_store::hosts::health::HEALTHY {
+                self.unhealthy_gpus.insert(
+                    g.gpu_id.clone(),
+                    (h.host_id.clone(), g.health_reason.clone()),
+                );
+            }
+        }
+    }
+
+    fn forget(&mut self, host: &str) {
+        self.unreachable.remove(host);
+        self.unhealthy_gpus.retain(|_, (h, _)| h != host);
+    }
+}
+
 #[derive(Default)]
 struct State {
     index: CapacityIndex,
+    facts: Facts,
     reservations: HashMap<u64, Reservation>,
     /// Per host: bumped by every change made in memory.
     epochs: HashMap<String, u64>,
@@ -121,11 +163,14 @@ impl Scheduler {
     pub fn resync(&self, snapshot: &[(Host, Vec<Gpu>)]) {
         let mut index = CapacityIndex::new();
         let mut gens = HashMap::new();
+        let mut facts = Facts::default();
         for (h, g) in snapshot {
             index.upsert(capacity_from(h, g));
             gens.insert(h.host_id.clone(), h.generation);
+            facts.set(h, g);
         }
         let mut st = self.lock();
+        st.facts = facts;
         for r in st.reservations.values() {
             for (host, gpus, cpu, mem) in &r.items {
                 index.claim(host, gpus, *cpu, *mem);
@@ -159,7 +204,13 @@ impl Scheduler {
         let mut st = self.lock();
         st.index.remove(host_id);
         st.db_gens.remove(host_id);
+        st.facts.forget(host_id);
         st.touch(host_id);
+    }
+
+    /// Reads the host and GPU facts.
+    pub fn with_facts<T>(&self, f: impl FnOnce(&Facts) -> T) -> T {
+        f(&self.lock().facts)
     }
 
     /// Reloads one host from the store, unless this server changes it meanwhile
@@ -181,6 +232,8 @@ impl Scheduler {
             return Ok(true);
         };
         let mut st = self.lock();
+        // Facts do not depend on claims: they are always current.
+        st.facts.set(&h, &g);
         if st.epochs.get(host_id).copied().unwrap_or(0) != epoch || st.pending_on(host_id) {
             return Ok(false);
         }

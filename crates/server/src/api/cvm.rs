@@ -1007,12 +1007,14 @@ pub async fn describe_instances(
         )
     };
     let os = os_names(app, ctx).await?;
+    let instance_set = app.sched.with_facts(|facts| {
+        rows.iter()
+            .map(|r| inst::to_api(r, os.get(&r.image_id).map_or("", |s| s.as_str()), facts))
+            .collect()
+    });
     Ok(DescribeInstancesResponse {
         total_count: total,
-        instance_set: rows
-            .iter()
-            .map(|r| inst::to_api(r, os.get(&r.image_id).map_or("", |s| s.as_str())))
-            .collect(),
+        instance_set,
     })
 }
 

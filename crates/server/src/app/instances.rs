@@ -7,8 +7,8 @@ use crate::app::{internal, tx_error};
 use crate::sched::{runtime_bit, ReservationId};
 use crate::App;
 use gpucloud_api_types::cvm::{
-    DataDisk, GpuInfo, Instance, InternetAccessible, LoginSettings, Placement, SystemDisk, Tag,
-    VirtualPrivateCloud,
+    DataDisk, GpuHealth, GpuInfo, Instance, InternetAccessible, LoginSettings, Placement,
+    SystemDisk, Tag, VirtualPrivateCloud,
 };
 use gpucloud_api_types::ids::{new_id, IdKind};
 use gpucloud_core::catalog::InstanceType;
@@ -460,9 +460,29 @@ pub async fn resize(
 }
 
 /// The API view of an instance.
-pub fn to_api(r: &InstanceRow, os_name: &str) -> Instance {
+///
+/// Where the instance's host is not reporting, the state shown is the last
+/// one seen and `LatestOperationErrorMsg` says so (the API has no "unknown"
+/// state); fenced GPUs show in `GPUInfo.GPUHealth`.
+pub fn to_api(r: &InstanceRow, os_name: &str, facts: &crate::sched::Facts) -> Instance {
     let gpu_info = (r.gpu_count > 0).then(|| GpuInfo {
         gpu_count: r.gpu_count as f64,
+        gpu_health: r
+            .gpu_ids
+            .iter()
+            .map(|id| match facts.unhealthy_gpus.get(id) {
+                Some((_, why)) => GpuHealth {
+                    gpu_id: id.clone(),
+                    state: "UNHEALTHY".into(),
+                    reason: why.clone(),
+                },
+                None => GpuHealth {
+                    gpu_id: id.clone(),
+                    state: "HEALTHY".into(),
+                    reason: String::new(),
+                },
+            })
+            .collect(),
         gpu_id: r.gpu_ids.clone(),
         gpu_type: r
             .gpu_model
@@ -555,7 +575,16 @@ pub fn to_api(r: &InstanceRow, os_name: &str) -> Instance {
         host_name: r.host_name.clone(),
         default_login_user: "root".into(),
         default_login_port: 22,
-        latest_operation_error_msg: r.latest_operation_error.clone(),
+        latest_operation_error_msg: match r.host_id.as_ref().and_then(|h| facts.unreachable.get(h)) {
+            Some(why) => Some(format!(
+                "the instance's host is not reporting ({why}); the state shown is the last one seen{}",
+                r.latest_operation_error
+                    .as_ref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            )),
+            None => r.latest_operation_error.clone(),
+        },
         enable_jumbo_frame: false,
         public_ipv6_addresses: None,
         partition_number: 0,
