@@ -170,6 +170,7 @@ class Tccli:
              "secretKey", secret_key or cloud.secret_key,
              "region", cloud.region,
              "cvm.endpoint", cloud.endpoint,
+             "tat.endpoint", cloud.endpoint,
              "--profile", profile],
             check=True, env=self.env, capture_output=True, timeout=120,
         )

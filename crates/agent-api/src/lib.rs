@@ -96,6 +96,15 @@ pub struct GpuInventory {
     pub healthy: bool,
     /// Why not.
     pub health_reason: String,
+    /// MIG mode on (the driver's view).
+    #[serde(default)]
+    pub mig_enabled: bool,
+    /// ECC on (`None`: unknown or unsupported).
+    #[serde(default)]
+    pub ecc_enabled: Option<bool>,
+    /// Kernel driver bound to the GPU (`nvidia`, `vfio-pci`), from sysfs.
+    #[serde(default)]
+    pub kernel_driver: Option<String>,
 }
 
 /// A host as its agent sees it.

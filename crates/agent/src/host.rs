@@ -6,6 +6,7 @@
 use crate::container::{self, ContainerConfig, ContainerRuntime};
 use crate::gpu::NvidiaDevices;
 use crate::inventory::LocalInventory;
+use crate::nvml::{GpuDriver, GpuMonitor, Nvml};
 use crate::runtime::Runtime;
 use gpucloud_agent_api::RuntimeKind;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub struct HostConfig {
     pub no_runtimes: bool,
     /// Memory kept back for the host itself, MiB.
     pub reserved_mib: u64,
+    /// NVML library to load (`None`: `libnvidia-ml.so.1` from the loader path).
+    pub nvml_lib: Option<PathBuf>,
 }
 
 /// The agent's parts for this machine.
@@ -35,6 +38,8 @@ pub struct LocalHost {
     pub inventory: Arc<LocalInventory>,
     /// Runtimes that work here.
     pub runtimes: Vec<Arc<dyn Runtime>>,
+    /// GPU driver, health and telemetry.
+    pub gpu_monitor: Arc<GpuMonitor>,
 }
 
 fn find_bin(name: &str) -> Option<PathBuf> {
@@ -90,6 +95,12 @@ impl LocalHost {
     /// Probes this machine and builds the agent's parts.
     pub fn probe(cfg: &HostConfig) -> std::io::Result<Self> {
         let host_id = LocalInventory::host_id_in(&cfg.state_dir)?;
+        let driver: Arc<dyn GpuDriver> =
+            Arc::new(Nvml::load(cfg.nvml_lib.as_deref().map(|p| p.as_os_str())));
+        let monitor = Arc::new(GpuMonitor::new(
+            driver,
+            Some(cfg.state_dir.join("gpu-fences.json")),
+        ));
         let sysfs = PathBuf::from("/sys");
         let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
         let mut kinds = Vec::new();
@@ -147,7 +158,10 @@ impl LocalHost {
                 runtimes: kinds,
                 reserved_mib: cfg.reserved_mib,
                 details: serde_json::json!({ "runtimes": notes }),
+                gpu_monitor: Some(monitor.clone()),
+                state_dir: Some(cfg.state_dir.clone()),
             }),
+            gpu_monitor: monitor,
             runtimes,
         })
     }

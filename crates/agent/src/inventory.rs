@@ -6,10 +6,13 @@
 //! driver, is the source of truth for what exists. The sysfs root is a
 //! parameter so tests run against a fake tree.
 
+use crate::nvml::{nvlink_domains, DriverGpu, GpuMonitor};
 use gpucloud_agent_api::{GpuInventory, HostInventory, HostKind, RuntimeKind};
 use gpucloud_core::gpu::GpuModel;
 use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Something that can describe a host.
 pub trait Inventory: Send + Sync + 'static {
@@ -98,6 +101,24 @@ pub struct LocalInventory {
     pub reserved_mib: u64,
     /// Extra facts to show (runtime checks, KVM …).
     pub details: serde_json::Value,
+    /// The GPU driver and health (`None`: sysfs only).
+    pub gpu_monitor: Option<Arc<GpuMonitor>>,
+    /// Where GPU identities are remembered (`None`: not remembered).
+    pub state_dir: Option<PathBuf>,
+}
+
+/// A UUID derived from host and PCI address, for a GPU the driver has never
+/// described (no driver, or bound to `vfio-pci` since before the agent knew it).
+fn derived_uuid(host_id: &str, pci: &str) -> String {
+    let h = hex::encode(Sha256::digest(format!("{host_id}/{pci}").as_bytes()));
+    format!(
+        "GPU-{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 impl LocalInventory {
@@ -139,51 +160,107 @@ impl LocalInventory {
     }
 }
 
+impl LocalInventory {
+    /// The GPUs: sysfs says which exist; the driver adds identity, memory,
+    /// NVLink and health. A GPU keeps the first UUID the agent gave it (kept
+    /// in `<state>/gpu-uuids.json`), so its identity survives the driver
+    /// coming and going (e.g. while it is bound to `vfio-pci`).
+    fn gpus(&self, pci: &[PciGpu]) -> Vec<GpuInventory> {
+        let driver_gpus: Vec<DriverGpu> = self
+            .gpu_monitor
+            .as_ref()
+            .map(|m| m.driver().gpus())
+            .unwrap_or_default();
+        let view = self
+            .gpu_monitor
+            .as_ref()
+            .map(|m| m.look())
+            .unwrap_or_default();
+        let domains = nvlink_domains(&driver_gpus);
+        let by_pci: HashMap<&str, &DriverGpu> = driver_gpus
+            .iter()
+            .map(|g| (g.pci_address.as_str(), g))
+            .collect();
+        let uuid_file = self.state_dir.as_ref().map(|d| d.join("gpu-uuids.json"));
+        let mut known: BTreeMap<String, String> = uuid_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        let before = known.clone();
+        let out = pci
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let d = by_pci.get(g.address.as_str()).copied();
+                let model = GpuModel::from_pci_device(g.device_id)
+                    .or_else(|| d.and_then(|d| GpuModel::from_driver_name(&d.name, d.memory_mib)));
+                let uuid = known
+                    .entry(g.address.clone())
+                    .or_insert_with(|| match d {
+                        Some(d) if !d.uuid.is_empty() => d.uuid.clone(),
+                        _ => derived_uuid(&self.host_id, &g.address),
+                    })
+                    .clone();
+                let health_reason = if model.is_none() {
+                    format!(
+                        "unknown GPU model (PCI device {:04x}{})",
+                        g.device_id,
+                        d.map(|d| format!(", {}", d.name)).unwrap_or_default()
+                    )
+                } else if d.is_some_and(|d| d.mig_enabled) {
+                    "MIG mode is on; gpucloud hands out whole GPUs (turn MIG off to offer it)"
+                        .into()
+                } else if let Some(why) = view.unhealthy.get(&g.address) {
+                    why.clone()
+                } else {
+                    String::new()
+                };
+                GpuInventory {
+                    uuid,
+                    index: i as u32,
+                    model: model.map_or("unknown".into(), |m| m.spec().key.to_string()),
+                    name: match (model, d) {
+                        (Some(m), _) => m.spec().name.to_string(),
+                        (None, Some(d)) if !d.name.is_empty() => d.name.clone(),
+                        _ => format!("NVIDIA device {:04x}", g.device_id),
+                    },
+                    pci_address: g.address.clone(),
+                    numa_node: g.numa_node,
+                    nvlink_domain: domains.get(&g.address).copied(),
+                    memory_mib: match (d, model) {
+                        (Some(d), _) if d.memory_mib > 0 => d.memory_mib,
+                        (_, Some(m)) => u64::from(m.spec().memory_gib) * 1024,
+                        _ => 0,
+                    },
+                    healthy: health_reason.is_empty(),
+                    health_reason,
+                    mig_enabled: d.is_some_and(|d| d.mig_enabled),
+                    ecc_enabled: d.and_then(|d| d.ecc_enabled),
+                    kernel_driver: g.driver.clone(),
+                }
+            })
+            .collect();
+        if known != before {
+            if let Some(p) = &uuid_file {
+                let tmp = p.with_extension("tmp");
+                let text = serde_json::to_string_pretty(&known).unwrap_or_default();
+                if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, p)) {
+                    tracing::warn!(file = %p.display(), error = %e, "could not remember GPU identities");
+                }
+            }
+        }
+        out
+    }
+}
+
 impl Inventory for LocalInventory {
     fn collect(&self) -> HostInventory {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         let mem = self.mem_total_mib();
         let offered_mem = mem.saturating_sub(self.reserved_mib.min(mem / 4));
         let pci = scan_pci_gpus(&self.sysfs);
-        let gpus: Vec<GpuInventory> = pci
-            .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                let model = GpuModel::from_pci_device(g.device_id);
-                GpuInventory {
-                    // Without the driver the UUID is unknown; derive a stable one
-                    // from host and PCI address until the driver tells the real one.
-                    uuid: {
-                        let h = hex::encode(Sha256::digest(
-                            format!("{}/{}", self.host_id, g.address).as_bytes(),
-                        ));
-                        format!(
-                            "GPU-{}-{}-{}-{}-{}",
-                            &h[0..8],
-                            &h[8..12],
-                            &h[12..16],
-                            &h[16..20],
-                            &h[20..32]
-                        )
-                    },
-                    index: i as u32,
-                    model: model.map_or("unknown".into(), |m| m.spec().key.to_string()),
-                    name: model.map_or(format!("NVIDIA device {:04x}", g.device_id), |m| {
-                        m.spec().name.to_string()
-                    }),
-                    pci_address: g.address.clone(),
-                    numa_node: g.numa_node,
-                    nvlink_domain: None,
-                    memory_mib: model.map_or(0, |m| u64::from(m.spec().memory_gib) * 1024),
-                    healthy: model.is_some(),
-                    health_reason: if model.is_some() {
-                        String::new()
-                    } else {
-                        format!("unknown GPU model (PCI device {:04x})", g.device_id)
-                    },
-                }
-            })
-            .collect();
+        let gpus = self.gpus(&pci);
         let hostname = read_trim(&self.procfs.join("sys/kernel/hostname"))
             .unwrap_or_else(|| "localhost".into());
         let mut details = self.details.clone();
@@ -198,6 +275,18 @@ impl Inventory for LocalInventory {
                     format!("{} NVIDIA GPU(s) found in sysfs", gpus.len()).into()
                 },
             );
+            match self.gpu_monitor.as_ref().map(|g| g.driver().info()) {
+                Some(Ok(info)) => {
+                    m.insert(
+                        "gpu_driver".into(),
+                        serde_json::to_value(info).unwrap_or_default(),
+                    );
+                }
+                Some(Err(why)) => {
+                    m.insert("gpu_driver".into(), format!("unavailable: {why}").into());
+                }
+                None => {}
+            }
         }
         HostInventory {
             host_id: self.host_id.clone(),
@@ -253,6 +342,8 @@ mod tests {
             runtimes: vec![],
             reserved_mib: 1024,
             details: serde_json::json!({}),
+            gpu_monitor: None,
+            state_dir: None,
         }
         .collect();
         assert_eq!(inv.gpus.len(), 3);
@@ -260,6 +351,126 @@ mod tests {
         assert_eq!(inv.gpus[1].model, "T4");
         assert_eq!(inv.gpus[0].uuid, inv.gpus[0].uuid.clone());
         assert!(inv.gpus.iter().all(|g| g.healthy));
+    }
+
+    #[test]
+    fn the_driver_enriches_sysfs_and_health_follows_xids() {
+        use crate::nvml::{DriverInfo, FakeDriver, GpuSample};
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path().join("sys");
+        // Two SXM H100s on an NVSwitch board, an H100 PCIe the table does not
+        // list by ID (0x2331), and a GPU bound to vfio-pci the driver cannot see.
+        fake_device(&r, "0000:18:00.0", "0x10de", "0x2330", "0x030200", "0");
+        fake_device(&r, "0000:2a:00.0", "0x10de", "0x2330", "0x030200", "0");
+        fake_device(&r, "0000:3b:00.0", "0x10de", "0x2331", "0x030200", "1");
+        fake_device(&r, "0000:9a:00.0", "0x10de", "0x2330", "0x030200", "1");
+        let drv = Arc::new(FakeDriver::default());
+        *drv.info.lock().unwrap() = Some(Ok(DriverInfo {
+            driver_version: "580.159.04".into(),
+            nvml_version: "13.580".into(),
+            cuda_version: "13.0".into(),
+        }));
+        let dg = |pci: &str, uuid: &str, name: &str, sw: bool, mig: bool| DriverGpu {
+            pci_address: pci.into(),
+            uuid: uuid.into(),
+            name: name.into(),
+            memory_mib: 81_559,
+            minor: Some(0),
+            mig_enabled: mig,
+            ecc_enabled: Some(true),
+            nvlink_gpu_peers: vec![],
+            nvswitch: sw,
+        };
+        *drv.gpus.lock().unwrap() = vec![
+            dg(
+                "0000:18:00.0",
+                "GPU-aaaa",
+                "NVIDIA H100 80GB HBM3",
+                true,
+                false,
+            ),
+            dg(
+                "0000:2a:00.0",
+                "GPU-bbbb",
+                "NVIDIA H100 80GB HBM3",
+                true,
+                false,
+            ),
+            dg("0000:3b:00.0", "GPU-cccc", "NVIDIA H100 PCIe", false, true),
+        ];
+        *drv.samples.lock().unwrap() = ["0000:18:00.0", "0000:2a:00.0", "0000:3b:00.0"]
+            .iter()
+            .map(|p| GpuSample {
+                pci_address: p.to_string(),
+                temperature_c: Some(40),
+                slowdown_c: Some(87),
+                ..Default::default()
+            })
+            .collect();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let monitor = Arc::new(GpuMonitor::new(
+            drv.clone(),
+            Some(state.join("gpu-fences.json")),
+        ));
+        let inv = LocalInventory {
+            host_id: "host-aaaaaaaa".into(),
+            zone: "ap-guangzhou-3".into(),
+            sysfs: r.clone(),
+            procfs: dir.path().join("proc"),
+            runtimes: vec![],
+            reserved_mib: 1024,
+            details: serde_json::json!({}),
+            gpu_monitor: Some(monitor),
+            state_dir: Some(state.clone()),
+        };
+        let got = inv.collect();
+        let g = &got.gpus;
+        assert_eq!(g.len(), 4);
+        assert_eq!(
+            (g[0].uuid.as_str(), g[1].uuid.as_str(), g[2].uuid.as_str()),
+            ("GPU-aaaa", "GPU-bbbb", "GPU-cccc")
+        );
+        assert!(
+            g[3].uuid.starts_with("GPU-") && g[3].uuid.len() == 40,
+            "derived for the vfio GPU"
+        );
+        assert_eq!(g[0].nvlink_domain, g[1].nvlink_domain);
+        assert!(g[0].nvlink_domain.is_some() && g[2].nvlink_domain.is_none());
+        assert_eq!(g[2].model, "H100", "found by the driver's name");
+        assert_eq!(g[0].memory_mib, 81_559, "the driver's figure");
+        assert!(
+            !g[2].healthy && g[2].health_reason.contains("MIG"),
+            "{:?}",
+            g[2]
+        );
+        assert!(g[0].healthy && g[1].healthy && g[3].healthy);
+        assert_eq!(got.details["gpu_driver"]["driver_version"], "580.159.04");
+
+        // An application XID changes nothing; XID 48 fences, across restarts.
+        drv.xids.lock().unwrap().push(("0000:18:00.0".into(), 13));
+        assert!(inv.collect().gpus[0].healthy);
+        drv.xids.lock().unwrap().push(("0000:2a:00.0".into(), 48));
+        let after = inv.collect();
+        assert!(!after.gpus[1].healthy);
+        assert!(after.gpus[1]
+            .health_reason
+            .contains("XID 48 (double-bit ECC error)"));
+
+        // The driver goes away (GPUs moved to vfio-pci): same identities.
+        drv.gpus.lock().unwrap().clear();
+        drv.samples.lock().unwrap().clear();
+        let restarted = LocalInventory {
+            gpu_monitor: Some(Arc::new(GpuMonitor::new(
+                drv,
+                Some(state.join("gpu-fences.json")),
+            ))),
+            ..inv.clone()
+        }
+        .collect();
+        let ids: Vec<&str> = restarted.gpus.iter().map(|g| g.uuid.as_str()).collect();
+        assert_eq!(ids[..3], ["GPU-aaaa", "GPU-bbbb", "GPU-cccc"]);
+        assert!(!restarted.gpus[1].healthy, "the fence outlives the agent");
     }
 
     #[test]

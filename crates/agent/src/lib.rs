@@ -22,6 +22,8 @@ pub mod container;
 pub mod gpu;
 pub mod host;
 pub mod inventory;
+pub mod metrics;
+pub mod nvml;
 pub mod remote;
 pub mod runtime;
 pub mod sim;
@@ -31,6 +33,7 @@ use gpucloud_agent_api::{
     InstanceStatus, LinkError, ObservedPower, ObservedState, MAX_COMMAND_OUTPUT,
 };
 use inventory::Inventory;
+pub use metrics::AgentStats;
 use runtime::{Power, Runtime, StopType};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +51,9 @@ pub struct AgentOptions {
     pub report_delay: Duration,
     /// Back-off after the control plane could not be reached.
     pub retry: Duration,
+    /// How often the inventory is read again (GPU health changes); it is
+    /// re-registered when it changed. `None`: never (simulated hosts).
+    pub inventory_every: Option<Duration>,
 }
 
 impl Default for AgentOptions {
@@ -57,12 +63,14 @@ impl Default for AgentOptions {
             heartbeat: Duration::from_secs(15),
             report_delay: Duration::from_millis(20),
             retry: Duration::from_secs(2),
+            inventory_every: Some(Duration::from_secs(10)),
         }
     }
 }
 
 /// A host agent.
 pub struct Agent {
+    stats: Arc<AgentStats>,
     link: Arc<dyn ControlPlane>,
     inventory: Arc<dyn Inventory>,
     runtimes: Vec<Arc<dyn Runtime>>,
@@ -98,11 +106,17 @@ impl Agent {
         opts: AgentOptions,
     ) -> Self {
         Self {
+            stats: Arc::default(),
             link,
             inventory,
             runtimes,
             opts,
         }
+    }
+
+    /// Counters for `/metrics`.
+    pub fn stats(&self) -> Arc<AgentStats> {
+        self.stats.clone()
     }
 
     fn runtime_for(&self, spec: &InstanceSpec) -> Option<Arc<dyn Runtime>> {
@@ -117,11 +131,14 @@ impl Agent {
     async fn register(
         &self,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<Option<String>, LinkError> {
+    ) -> Result<Option<(String, [u8; 32])>, LinkError> {
         let inv = self.inventory.collect();
         loop {
             match self.link.register(&inv).await {
-                Ok(()) => return Ok(Some(inv.host_id)),
+                Ok(()) => {
+                    let digest = inventory_digest(&inv);
+                    return Ok(Some((inv.host_id, digest)));
+                }
                 Err(e @ LinkError::Refused(_)) => return Err(e),
                 Err(e) => {
                     tracing::warn!(host = %inv.host_id, error = %e, "registration failed; retrying");
@@ -140,7 +157,7 @@ impl Agent {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), LinkError> {
         // Boxed, so the inventory document is freed once registered instead of
         // living in this long-running future.
-        let Some(host_id) = Box::pin(self.register(&mut shutdown)).await? else {
+        let Some((host_id, mut registered)) = Box::pin(self.register(&mut shutdown)).await? else {
             return Ok(());
         };
         // Adopt what the runtimes already run.
@@ -199,6 +216,13 @@ impl Agent {
         let mut tasks: HashMap<String, CommandResult> = HashMap::new();
         let mut generation = 0i64;
         let mut dirty = false;
+        let mut inventory_tick = tokio::time::interval(
+            self.opts
+                .inventory_every
+                .unwrap_or(Duration::from_secs(3600)),
+        );
+        inventory_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        inventory_tick.reset();
         let mut heartbeat = tokio::time::interval(self.opts.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let report_delay = tokio::time::sleep(Duration::from_secs(3600));
@@ -312,6 +336,22 @@ impl Agent {
                     }
                     dirty = true;
                 }
+                _ = inventory_tick.tick(), if self.opts.inventory_every.is_some() => {
+                    let inv = self.inventory.clone();
+                    let Ok(now) = tokio::task::spawn_blocking(move || inv.collect()).await else {
+                        continue;
+                    };
+                    let digest = inventory_digest(&now);
+                    if digest != registered {
+                        match self.link.register(&now).await {
+                            Ok(()) => {
+                                tracing::info!(host = %host_id, "inventory changed; registered again");
+                                registered = digest;
+                            }
+                            Err(e) => tracing::warn!(host = %host_id, error = %e, "re-registering the changed inventory failed; will retry"),
+                        }
+                    }
+                }
                 _ = heartbeat.tick() => {
                     // Retry failed removals; re-report for liveness.
                     for slot in slots.values_mut() {
@@ -329,7 +369,9 @@ impl Agent {
                         instances: slots.values().map(|s| s.status.clone()).collect(),
                         commands: tasks.values().cloned().collect(),
                     };
-                    if let Err(e) = self.link.report(&observed).await {
+                    let result = self.link.report(&observed).await;
+                    self.stats.record(&observed, result.is_ok());
+                    if let Err(e) = result {
                         tracing::debug!(host = %host_id, error = %e, "report failed; will retry");
                         dirty = true;
                     }
@@ -474,6 +516,11 @@ fn compact(spec: &mut InstanceSpec) {
     spec.instance_type = String::new();
     spec.image.location = String::new();
     spec.nic = None;
+}
+
+fn inventory_digest(inv: &gpucloud_agent_api::HostInventory) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(serde_json::to_vec(inv).unwrap_or_default()).into()
 }
 
 fn needs_work(slot: &Slot) -> bool {

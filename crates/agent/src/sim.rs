@@ -113,6 +113,9 @@ impl Inventory for SimHost {
                             memory_mib: u64::from(spec.memory_gib) * 1024,
                             healthy: true,
                             health_reason: String::new(),
+                            mig_enabled: false,
+                            ecc_enabled: Some(true),
+                            kernel_driver: Some("nvidia".into()),
                         }
                     })
                     .collect()

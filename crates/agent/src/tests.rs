@@ -138,6 +138,7 @@ fn start_agent(
             heartbeat: Duration::from_millis(200),
             report_delay: Duration::from_millis(1),
             retry: Duration::from_millis(10),
+            inventory_every: None,
         },
     );
     let (tx, rx) = watch::channel(false);
@@ -262,4 +263,69 @@ async fn a_restarted_agent_adopts_and_never_kills_unannounced_instances_early() 
     );
     stop.send(true).unwrap();
     task.await.unwrap();
+}
+
+/// An inventory a test can change.
+struct Changing(Mutex<HostInventory>);
+
+impl crate::inventory::Inventory for Changing {
+    fn collect(&self) -> HostInventory {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn a_changed_inventory_is_registered_again_and_only_then() {
+    let cp = Arc::new(FakeControlPlane::default());
+    let host = SimHost::expand(
+        &gpucloud_core::simspec::parse("1*H100x8", "ap-guangzhou", "ap-guangzhou-3").unwrap(),
+    )
+    .remove(0);
+    let inv = Arc::new(Changing(Mutex::new(crate::inventory::Inventory::collect(
+        &host,
+    ))));
+    let agent = Agent::new(
+        cp.clone(),
+        inv.clone(),
+        vec![],
+        AgentOptions {
+            poll_wait: Duration::from_millis(200),
+            heartbeat: Duration::from_millis(200),
+            report_delay: Duration::from_millis(1),
+            retry: Duration::from_millis(10),
+            inventory_every: Some(Duration::from_millis(20)),
+        },
+    );
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(agent.run(rx));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cp.reports.lock().unwrap().len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no reports");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        cp.registered.lock().unwrap().len(),
+        1,
+        "unchanged: not registered again"
+    );
+    {
+        let mut i = inv.0.lock().unwrap();
+        i.gpus[3].healthy = false;
+        i.gpus[3].health_reason = "XID 79".into();
+    }
+    loop {
+        if let Some(last) = cp.registered.lock().unwrap().get(1) {
+            assert!(!last.gpus[3].healthy);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not registered again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(cp.registered.lock().unwrap().len(), 2, "once per change");
+    let _ = tx.send(true);
+    task.await.unwrap().unwrap();
 }

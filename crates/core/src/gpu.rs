@@ -219,6 +219,42 @@ impl GpuModel {
         GPU_SPECS.iter().find(|s| s.name == name).map(|s| s.model)
     }
 
+    /// Finds a model by the name the driver reports (`NVIDIA H100 80GB HBM3`,
+    /// `NVIDIA H100 PCIe`, `Tesla T4` …) and its memory, for boards whose PCI
+    /// device ID the table does not list (PCIe and NVL variants).
+    pub fn from_driver_name(name: &str, memory_mib: u64) -> Option<Self> {
+        let n = name.to_ascii_uppercase();
+        let has = |w: &str| {
+            n.split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|t| t == w)
+        };
+        Some(if has("H200") {
+            Self::H200
+        } else if has("H100") {
+            Self::H100
+        } else if has("A100") {
+            if memory_mib > 50 * 1024 {
+                Self::A100_80
+            } else {
+                Self::A100_40
+            }
+        } else if has("L40S") {
+            Self::L40S
+        } else if has("A10") {
+            Self::A10
+        } else if has("T4") {
+            Self::T4
+        } else if has("V100") {
+            Self::V100
+        } else if has("P40") {
+            Self::P40
+        } else if has("P4") {
+            Self::P4
+        } else {
+            return None;
+        })
+    }
+
     /// Finds a model by PCI device ID.
     pub fn from_pci_device(id: u16) -> Option<Self> {
         GPU_SPECS
@@ -239,6 +275,12 @@ mod tests {
             assert_eq!(GpuModel::from_key(s.key), Some(s.model));
             assert_eq!(GpuModel::from_name(s.name), Some(s.model));
             assert_eq!(GpuModel::from_pci_device(s.pci_device_id), Some(s.model));
+            assert_eq!(
+                GpuModel::from_driver_name(s.name, u64::from(s.memory_gib) * 1024),
+                Some(s.model),
+                "{}",
+                s.name
+            );
         }
         assert_eq!(GpuModel::from_key("h100"), Some(GpuModel::H100));
         assert_eq!(GpuModel::from_key("B200"), None);

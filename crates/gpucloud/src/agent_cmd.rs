@@ -49,6 +49,16 @@ pub struct AgentArgs {
     /// Longest desired-state long poll, seconds.
     #[arg(long, default_value_t = 25)]
     poll_wait_s: u64,
+    /// Where `/metrics` (Prometheus) is served; `off` to serve nothing.
+    #[arg(long, default_value = "127.0.0.1:9101")]
+    metrics_listen: String,
+    /// The NVML library (default: libnvidia-ml.so.1 from the loader path).
+    #[arg(long, env = "GPUCLOUD_NVML_LIB")]
+    nvml_lib: Option<PathBuf>,
+    /// Put GPUs fenced after an XID back in service (after an operator reset
+    /// or repaired them), then run.
+    #[arg(long)]
+    clear_gpu_fences: bool,
 }
 
 /// Runs `agent`.
@@ -63,9 +73,14 @@ pub async fn run(a: AgentArgs) -> Result<()> {
         container_runtime: a.container_runtime.clone(),
         no_runtimes: a.no_runtimes,
         reserved_mib: a.reserved_mib,
+        nvml_lib: a.nvml_lib.clone(),
     })
     .with_context(|| format!("preparing the state directory {}", a.state_dir.display()))?;
     let host_id = host.inventory.host_id.clone();
+    if a.clear_gpu_fences {
+        host.gpu_monitor.clear_fences();
+        eprintln!("cleared the GPU fences of {host_id}");
+    }
     let id = match Identity::load(&a.state_dir).map_err(|e| anyhow::anyhow!(e))? {
         Some(id) => id,
         None => {
@@ -101,7 +116,7 @@ pub async fn run(a: AgentArgs) -> Result<()> {
     let agent = Agent::new(
         Arc::new(link),
         host.inventory.clone(),
-        host.runtimes,
+        host.runtimes.clone(),
         AgentOptions {
             poll_wait: Duration::from_secs(a.poll_wait_s.clamp(1, 60)),
             heartbeat: Duration::from_secs(a.heartbeat_s.max(1)),
@@ -109,6 +124,9 @@ pub async fn run(a: AgentArgs) -> Result<()> {
         },
     );
     let (tx, rx) = watch::channel(false);
+    if a.metrics_listen != "off" {
+        serve_metrics(&a.metrics_listen, &host, agent.stats(), rx.clone()).await;
+    }
     let mut task = tokio::spawn(agent.run(rx));
     tokio::select! {
         () = crate::up::wait_for_signal() => {}
@@ -127,4 +145,53 @@ pub async fn run(a: AgentArgs) -> Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     eprintln!("agent stopped; instances keep running and are adopted at the next start");
     Ok(())
+}
+
+/// Serves `/metrics`; a port that cannot be bound is logged, not fatal.
+async fn serve_metrics(
+    listen: &str,
+    host: &LocalHost,
+    stats: Arc<gpucloud_agent::AgentStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(listen, error = %e, "cannot serve /metrics; pass --metrics-listen ADDR or off");
+            return;
+        }
+    };
+    if let Ok(at) = listener.local_addr() {
+        tracing::info!(%at, "serving /metrics");
+    }
+    let inventory = host.inventory.clone();
+    let monitor = host.gpu_monitor.clone();
+    let handler = move || {
+        let (inventory, monitor, stats) = (inventory.clone(), monitor.clone(), stats.clone());
+        async move {
+            let text = tokio::task::spawn_blocking(move || {
+                use gpucloud_agent::inventory::Inventory as _;
+                let view = monitor.look();
+                let inv = inventory.collect();
+                gpucloud_agent::metrics::render(&inv.host_id, &stats, &inv.gpus, &view)
+            })
+            .await
+            .unwrap_or_default();
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                text,
+            )
+        }
+    };
+    let app = axum::Router::new().route("/metrics", axum::routing::get(handler));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+    });
 }

@@ -201,6 +201,7 @@ pub async fn start(opts: &CloudOptions) -> Result<Cloud> {
         let state_dir = opts.data_dir.join("agent");
         let host = LocalHost::probe(&HostConfig {
             state_dir: state_dir.clone(),
+            nvml_lib: None,
             images_dir: opts
                 .images_dir
                 .clone()
@@ -237,6 +238,7 @@ pub async fn start(opts: &CloudOptions) -> Result<Cloud> {
             heartbeat: Duration::from_secs(20),
             report_delay: Duration::from_millis(10),
             retry: Duration::from_secs(1),
+            inventory_every: None,
         };
         for h in hosts {
             let rt: Arc<dyn Runtime> = Arc::new(SimRuntime::new(opts.sim_boot, opts.sim_stop));

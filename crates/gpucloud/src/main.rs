@@ -74,7 +74,14 @@ fn init_logging(format: LogFormat) {
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // The agent shares its host with the tenants' instances: a few threads
+    // serve it on a 128-core GPU server as well as on a laptop.
+    if matches!(cli.cmd, Cmd::Agent(_)) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        builder.worker_threads(cores.clamp(1, 2));
+    }
+    let rt = builder
         .enable_all()
         .build()
         .expect("the tokio runtime starts");

@@ -463,13 +463,21 @@ pub async fn resize(
 ///
 /// Where the instance's host is not reporting, the state shown is the last
 /// one seen and `LatestOperationErrorMsg` says so (the API has no "unknown"
-/// state); fenced GPUs show in `GPUInfo.GPUHealth`.
+/// state); when one of its GPUs is fenced, `GPUInfo.GPUHealth` lists the
+/// health of each.
 pub fn to_api(r: &InstanceRow, os_name: &str, facts: &crate::sched::Facts) -> Instance {
+    // Only when a GPU is fenced: Tencent's Python SDK warns about fields it
+    // does not know, and a healthy instance has nothing to say.
+    let any_fenced = r
+        .gpu_ids
+        .iter()
+        .any(|id| facts.unhealthy_gpus.contains_key(id));
     let gpu_info = (r.gpu_count > 0).then(|| GpuInfo {
         gpu_count: r.gpu_count as f64,
         gpu_health: r
             .gpu_ids
             .iter()
+            .filter(|_| any_fenced)
             .map(|id| match facts.unhealthy_gpus.get(id) {
                 Some((_, why)) => GpuHealth {
                     gpu_id: id.clone(),

@@ -79,6 +79,7 @@ impl TestCloud {
                     heartbeat: Duration::from_secs(2),
                     report_delay: Duration::from_millis(2),
                     retry: Duration::from_millis(100),
+                    inventory_every: None,
                 },
             );
             tokio::spawn(agent.run(rx.clone()));
