@@ -12,6 +12,9 @@ started=$(date +%s)
 ensure_rust
 ensure_venv "$root"
 ensure_postgres
+# The privileged host tests: containers (runc), network namespaces (iproute2),
+# nftables checks in doctor.
+apt_install runc iproute2 nftables
 say "PostgreSQL for the store suite: ${GPUCLOUD_TEST_PG%%@*}@${GPUCLOUD_TEST_PG#*@}"
 
 say "cargo fmt --check"
@@ -33,5 +36,8 @@ GPUCLOUD_BIN="$root/target/debug/gpucloud" "$root/.venv/bin/python" -m pytest "$
 
 say "benchmark smoke run (figures live in docs/PERFORMANCE.md)"
 "$root/target/debug/gpucloud" bench scheduler --hosts 500 --output json >/dev/null
+
+say "gpucloud doctor on this host"
+"$root/target/debug/gpucloud" doctor --no-kvm-probe >/dev/null
 
 say "all tests passed in $(( $(date +%s) - started )) s"

@@ -11,12 +11,26 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 
 ensure_rust
 ensure_venv "$root"
+# runc runs container instances on this machine (when gpucloud runs as root).
+apt_install runc iproute2
 say "building gpucloud (release)"
 (cd "$root" && cargo build --release --locked -p gpucloud >&2)
 
 args=("$@")
 if ! printf '%s\n' "${args[@]:-}" | grep -q -- '--simulate'; then
   args+=(--simulate '2*H100x8,2*T4x4,1*CPU')
+fi
+# The built-in container image, where `up` registers images at start.
+data_dir="${GPUCLOUD_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/gpucloud}"
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[$i]}" in
+    --data-dir) data_dir="${args[$((i + 1))]}" ;;
+    --data-dir=*) data_dir="${args[$i]#--data-dir=}" ;;
+  esac
+done
+if [ ! -f "$data_dir/images/busybox/image.json" ]; then
+  say "building the built-in container image into $data_dir/images/busybox"
+  bash "$root/images/container/build.sh" "$data_dir/images/busybox" >&2
 fi
 say "tccli is in $root/.venv/bin (export PATH=\"$root/.venv/bin:\$PATH\")"
 exec "$root/target/release/gpucloud" up "${args[@]}"

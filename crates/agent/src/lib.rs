@@ -19,6 +19,7 @@
 //! restarted agent never kills instances it has not been told about yet.
 
 pub mod container;
+pub mod doctor;
 pub mod gpu;
 pub mod host;
 pub mod inventory;
@@ -136,7 +137,12 @@ impl Agent {
         loop {
             match self.link.register(&inv).await {
                 Ok(()) => {
-                    let digest = inventory_digest(&inv);
+                    // Only agents that re-read their inventory need the digest.
+                    let digest = if self.opts.inventory_every.is_some() {
+                        inventory_digest(&inv)
+                    } else {
+                        [0; 32]
+                    };
                     return Ok(Some((inv.host_id, digest)));
                 }
                 Err(e @ LinkError::Refused(_)) => return Err(e),
@@ -177,7 +183,9 @@ impl Agent {
         }
 
         let (desired_tx, mut desired_rx) = mpsc::channel::<Box<DesiredState>>(4);
-        let poller = {
+        // The poller ends only on shutdown, or with the refusal when the
+        // control plane no longer takes this host (removed, certificate revoked).
+        let mut poller = {
             let link = self.link.clone();
             let host = host_id.clone();
             let wait = self.opts.poll_wait;
@@ -188,20 +196,21 @@ impl Agent {
                 loop {
                     let got = tokio::select! {
                         r = link.desired(&host, after, wait) => r,
-                        _ = stop.changed() => return,
+                        _ = stop.changed() => return None,
                     };
                     match got {
                         Ok(d) => {
                             after = d.generation;
                             if desired_tx.send(Box::new(d)).await.is_err() {
-                                return;
+                                return None;
                             }
                         }
+                        Err(e @ LinkError::Refused(_)) => return Some(e),
                         Err(e) => {
                             tracing::debug!(host = %host, error = %e, "desired-state poll failed");
                             tokio::select! {
                                 _ = tokio::time::sleep(retry) => {}
-                                _ = stop.changed() => return,
+                                _ = stop.changed() => return None,
                             }
                         }
                     }
@@ -232,6 +241,13 @@ impl Agent {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
+                r = &mut poller => {
+                    if let Ok(Some(e)) = r {
+                        tracing::error!(host = %host_id, error = %e, "the control plane refuses this host; stopping (instances keep running)");
+                        return Err(e);
+                    }
+                    break;
+                }
                 Some(desired) = desired_rx.recv() => {
                     let desired = *desired;
                     generation = desired.generation;

@@ -578,16 +578,20 @@ async fn hosts_op(store: &gpucloud_store::Store, cmd: HostsCmd, output: Output) 
                     if let Some(b) = bar {
                         b.finish_and_clear();
                     }
-                    println!(
-                        "{host} is empty; remove it with `gpucloud admin hosts remove {host}`"
-                    );
+                    match output {
+                        Output::Json => json(
+                            &serde_json::json!({"host_id": host, "admin_state": "DRAINING", "instances": []}),
+                        ),
+                        Output::Table => println!(
+                            "{host} is empty; remove it with `gpucloud admin hosts remove {host}`"
+                        ),
+                    }
                     break;
                 }
                 if std::time::Instant::now() >= deadline {
                     if let Some(b) = bar {
                         b.finish_and_clear();
                     }
-                    println!("{host} is draining: no new instances go there. Still on it:");
                     let rows = left
                         .iter()
                         .map(|i| {
@@ -600,10 +604,15 @@ async fn hosts_op(store: &gpucloud_store::Store, cmd: HostsCmd, output: Output) 
                         })
                         .collect();
                     match output {
-                        Output::Json => json(&left),
-                        Output::Table => table(&["Instance", "AppId", "State", "Type"], rows),
+                        Output::Json => json(
+                            &serde_json::json!({"host_id": host, "admin_state": "DRAINING", "instances": left}),
+                        ),
+                        Output::Table => {
+                            println!("{host} is draining: no new instances go there. Still on it:");
+                            table(&["Instance", "AppId", "State", "Type"], rows);
+                            println!("They leave when their owners terminate them, or move when resized (ResetInstancesType) while the host is full.");
+                        }
                     }
-                    println!("They leave when their owners terminate them, or move when resized (ResetInstancesType) while the host is full.");
                     return Ok(());
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -617,7 +626,10 @@ async fn hosts_op(store: &gpucloud_store::Store, cmd: HostsCmd, output: Output) 
         })?,
         HostsCmd::List => {}
     }
-    println!("{host} {what}");
+    match output {
+        Output::Json => json(&serde_json::json!({"host_id": host, "result": what})),
+        Output::Table => println!("{host} {what}"),
+    }
     Ok(())
 }
 

@@ -4,7 +4,9 @@
 mod admin;
 mod agent_cmd;
 mod bench;
+mod call_cmd;
 mod cloud;
+mod doctor_cmd;
 mod output;
 mod server_cmd;
 mod up;
@@ -42,8 +44,14 @@ enum Cmd {
     Server(server_cmd::ServerArgs),
     /// The host agent of a GPU server: joins a cluster and runs its instances.
     Agent(agent_cmd::AgentArgs),
+    /// Explain what this host can and cannot do (KVM, IOMMU/VFIO, NVIDIA
+    /// driver, runc/crun, cgroups, nftables), and why.
+    Doctor(doctor_cmd::DoctorArgs),
     /// Operator commands: tenants, hosts, GPUs, instances.
     Admin(admin::AdminArgs),
+    /// One API call with the operator's credentials (for scripts and hosts
+    /// without tccli), e.g. `gpucloud call cvm DescribeInstances '{}'`.
+    Call(call_cmd::CallArgs),
     /// Benchmarks (figures for docs/PERFORMANCE.md).
     Bench(bench::BenchArgs),
 }
@@ -90,6 +98,8 @@ fn main() {
             Cmd::Up(a) => up::run(a).await,
             Cmd::Server(a) => server_cmd::run(a).await,
             Cmd::Agent(a) => agent_cmd::run(a).await,
+            Cmd::Doctor(a) => doctor_cmd::run(a).await,
+            Cmd::Call(a) => call_cmd::run(a).await,
             Cmd::Admin(a) => admin::run(a).await,
             Cmd::Bench(a) => bench::run(a).await,
         }

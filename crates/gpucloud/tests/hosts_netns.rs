@@ -823,6 +823,84 @@ fn container_instances_survive_agent_kill_and_server_restart() {
         !String::from_utf8_lossy(&ps.stdout).contains(&id),
         "no process left"
     );
+
+    // Operators: cordon, uncordon, drain, remove.
+    let host = server.host()["host_id"].as_str().unwrap().to_string();
+    let run = json!({"Placement": {"Zone": "ap-guangzhou-3"}, "ImageId": "img-gc0ctr12", "InstanceType": "S5.MEDIUM4"});
+    server.admin(&["admin", "hosts", "cordon", &host]);
+    assert_eq!(server.host()["admin_state"], "CORDONED");
+    let r = server.api("cvm", "RunInstances", run.clone());
+    assert!(
+        r.as_ref()
+            .is_err_and(|c| c.starts_with("ResourceInsufficient")),
+        "cordoned: {r:?}"
+    );
+    server.admin(&["admin", "hosts", "uncordon", &host]);
+    let id = poll("placements to resume", Duration::from_secs(30), || {
+        server.api("cvm", "RunInstances", run.clone()).ok()
+    })["InstanceIdSet"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.wait_state(&id, "RUNNING");
+    let left = server.admin(&["admin", "hosts", "drain", &host]);
+    assert_eq!(
+        left["instances"][0]["instance_id"],
+        id.as_str(),
+        "drain lists what is left: {left}"
+    );
+    assert_eq!(server.host()["admin_state"], "DRAINING");
+    let refused = Command::new(BIN)
+        .args([
+            "admin",
+            "hosts",
+            "remove",
+            &host,
+            "--data-dir",
+            server.data().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("drain it first"));
+    server
+        .api("cvm", "TerminateInstances", json!({"InstanceIds": [id]}))
+        .unwrap();
+    poll(
+        "the host to empty and be removed",
+        Duration::from_secs(60),
+        || {
+            Command::new(BIN)
+                .args([
+                    "admin",
+                    "hosts",
+                    "remove",
+                    &host,
+                    "--data-dir",
+                    server.data().to_str().unwrap(),
+                ])
+                .output()
+                .unwrap()
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    assert!(server.host().is_null());
+    // The removed host's agent is told so and stops; its certificate is dead.
+    let agent_proc = agent.proc.as_mut().unwrap();
+    let st = poll(
+        "the removed host's agent to stop",
+        Duration::from_secs(60),
+        || agent_proc.child.try_wait().unwrap(),
+    );
+    assert!(!st.success());
+    let log = agent_proc.tail();
+    assert!(
+        (log.contains("unknown_certificate") || log.contains("is not registered"))
+            && log.contains("join anew"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -334,6 +334,9 @@ pub struct NewShape {
 
 const INSTANCE_COLS: &str = "instance_id, app_id, uuid, name, host_name, zone, project_id, instance_type, cpu, memory_gib, gpu_count, image_id, runtime, charge_type, prepaid_period, renew_flag, expired_at, state, latest_operation, latest_operation_state, latest_operation_request_id, latest_operation_error, host_id, resources_held, prev_host_id, spec_generation, reboot_seq, stop_type, stopped_mode, disable_api_termination, user_data, system_disk, data_disks, internet, vpc_id, subnet_id, private_ip, security_group_ids, placement_group_id, tags, created_at, updated_at";
 
+/// Claims vCPUs, memory and GPUs on a host for an instance. The host must be
+/// reporting (`READY`) and taking instances (`ACTIVE`: not cordoned or
+/// draining) — the database, not a possibly stale index, has the last word.
 async fn claim_on_host(
     tx: &mut Transaction<'static, Any>,
     instance_id: &str,
@@ -344,7 +347,8 @@ async fn claim_on_host(
 ) -> std::result::Result<(), TxError> {
     let n = sqlx::query(
         "UPDATE hosts SET cpu_used = cpu_used + $1, mem_used_mib = mem_used_mib + $2, generation = generation + 1
-         WHERE host_id = $3 AND state = 'READY' AND cpu_used + $1 <= cpu_total AND mem_used_mib + $2 <= mem_total_mib",
+         WHERE host_id = $3 AND state = 'READY' AND admin_state = 'ACTIVE'
+           AND cpu_used + $1 <= cpu_total AND mem_used_mib + $2 <= mem_total_mib",
     )
     .bind(cpu)
     .bind(mem_mib)

@@ -1365,3 +1365,47 @@ both!(command_tasks_settle_once_and_stay_walled, |db| {
         "final states stay"
     );
 });
+
+both!(cordoned_and_unreachable_hosts_take_no_claims, |db| {
+    use gpucloud_store::hosts::AdminState;
+    let s = tenant(&db.store, "t1").await;
+    add_host(&db.store, "host-a", 8).await;
+    db.store
+        .host_set_admin("host-a", AdminState::Cordoned)
+        .await
+        .unwrap();
+    assert!(matches!(
+        create(&db.store, &s, inst("ins-aaaaaaa1", "host-a", &[0])).await,
+        Err(TxError::HostConflict(_))
+    ));
+    db.store
+        .host_set_admin("host-a", AdminState::Draining)
+        .await
+        .unwrap();
+    assert!(create(&db.store, &s, inst("ins-aaaaaaa1", "host-a", &[0]))
+        .await
+        .is_err());
+    db.store
+        .host_set_admin("host-a", AdminState::Active)
+        .await
+        .unwrap();
+    db.store
+        .host_set_state("host-a", "UNREACHABLE", "silent")
+        .await
+        .unwrap();
+    assert!(create(&db.store, &s, inst("ins-aaaaaaa1", "host-a", &[0]))
+        .await
+        .is_err());
+    db.store
+        .host_set_state("host-a", "READY", "")
+        .await
+        .unwrap();
+    assert!(matches!(
+        create(&db.store, &s, inst("ins-aaaaaaa1", "host-a", &[0])).await,
+        Ok(Created::New(_))
+    ));
+    assert!(
+        db.store.gpu_claims().await.unwrap().len() == 1,
+        "nothing leaked from the refusals"
+    );
+});
