@@ -45,6 +45,36 @@ fn parse_hex(s: &str) -> Option<u32> {
     u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
 }
 
+/// NUMA nodes with their CPUs and memory, from `<sysfs>/devices/system/node`.
+pub fn numa_nodes(sysfs: &Path) -> Vec<serde_json::Value> {
+    let dir = sysfs.join("devices/system/node");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return vec![];
+    };
+    let mut nodes: Vec<(u32, serde_json::Value)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let n: u32 = name.strip_prefix("node")?.parse().ok()?;
+            let cpus = read_trim(&e.path().join("cpulist")).unwrap_or_default();
+            let mem_mib = std::fs::read_to_string(e.path().join("meminfo"))
+                .ok()
+                .and_then(|m| {
+                    m.lines()
+                        .find(|l| l.contains("MemTotal:"))
+                        .and_then(|l| l.split_whitespace().rev().nth(1)?.parse::<u64>().ok())
+                })
+                .map_or(0, |kb| kb / 1024);
+            Some((
+                n,
+                serde_json::json!({"node": n, "cpus": cpus, "memory_mib": mem_mib}),
+            ))
+        })
+        .collect();
+    nodes.sort_by_key(|(n, _)| *n);
+    nodes.into_iter().map(|(_, v)| v).collect()
+}
+
 /// Scans `<sysfs>/bus/pci/devices` for NVIDIA display/3D controllers.
 pub fn scan_pci_gpus(sysfs: &Path) -> Vec<PciGpu> {
     let dir = sysfs.join("bus/pci/devices");
@@ -267,6 +297,7 @@ impl Inventory for LocalInventory {
         if let serde_json::Value::Object(m) = &mut details {
             m.insert("cpu_model".into(), self.cpu_model().into());
             m.insert("memory_total_mib".into(), mem.into());
+            m.insert("numa_nodes".into(), numa_nodes(&self.sysfs).into());
             m.insert(
                 "gpu_note".into(),
                 if gpus.is_empty() {
@@ -471,6 +502,25 @@ mod tests {
         let ids: Vec<&str> = restarted.gpus.iter().map(|g| g.uuid.as_str()).collect();
         assert_eq!(ids[..3], ["GPU-aaaa", "GPU-bbbb", "GPU-cccc"]);
         assert!(!restarted.gpus[1].healthy, "the fence outlives the agent");
+    }
+
+    #[test]
+    fn numa_nodes_from_sysfs() {
+        let dir = tempfile::tempdir().unwrap();
+        for (n, cpus, kb) in [(1, "48-95", 263_000_000u64), (0, "0-47", 264_000_000)] {
+            let d = dir.path().join(format!("devices/system/node/node{n}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("cpulist"), format!("{cpus}\n")).unwrap();
+            std::fs::write(
+                d.join("meminfo"),
+                format!("Node {n} MemTotal:       {kb} kB\n"),
+            )
+            .unwrap();
+        }
+        let nodes = numa_nodes(dir.path());
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0]["cpus"], "0-47");
+        assert_eq!(nodes[1]["memory_mib"], 263_000_000 / 1024);
     }
 
     #[test]
