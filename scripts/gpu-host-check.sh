@@ -67,7 +67,7 @@ W
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
 run() {
-  local b work data up_pid nvcc arch
+  local b work data nvcc arch
   b="$(cd "${1:-$(dirname "$0")}" && pwd)"
   [ "$(id -u)" = 0 ] || die "run as root (containers need it)"
   command -v nvidia-smi >/dev/null || die "nvidia-smi not found: this host has no NVIDIA driver"
@@ -116,11 +116,11 @@ J
   say "starting gpucloud up with the real inventory"
   "$b/gpucloud" up --data-dir "$data" --listen 127.0.0.1:0 --container-runtime "$b/runc" \
     >"$work/up.log" 2>&1 &
-  up_pid=$!
-  trap 'kill $up_pid 2>/dev/null || true' EXIT
+  UP_PID=$!
+  trap 'kill "${UP_PID:-}" 2>/dev/null || true' EXIT
   for _ in $(seq 1 300); do
     [ -f "$data/credentials.json" ] && ! grep -q '"Endpoint": "http://127.0.0.1:0"' "$data/credentials.json" && break
-    kill -0 $up_pid 2>/dev/null || { tail -30 "$work/up.log"; die "gpucloud up exited"; }
+    kill -0 "$UP_PID" 2>/dev/null || { tail -30 "$work/up.log"; die "gpucloud up exited"; }
     sleep 0.2
   done
   call() { "$b/gpucloud" call --data-dir "$data" "$@"; }

@@ -169,7 +169,22 @@ impl Nvml {
             }
             b.init()
         };
-        let nvml = init(lib_path).map_err(|e| match e {
+        // Without an explicit path: the dynamic loader's search first, then the
+        // directories drivers install to outside it (`/usr/local/nvidia/lib64` …).
+        let mut path = lib_path.map(|p| p.to_os_string());
+        let mut first = init(lib_path);
+        if path.is_none() && first.is_err() {
+            if let Some(p) = crate::gpu::NvidiaDevices::default()
+                .lib_dirs
+                .iter()
+                .map(|d| d.join("libnvidia-ml.so.1"))
+                .find(|p| p.exists())
+            {
+                first = init(Some(p.as_os_str()));
+                path = Some(p.into_os_string());
+            }
+        }
+        let nvml = first.map_err(|e| match e {
             nvml_wrapper::error::NvmlError::LibloadingError(_) => {
                 "the NVIDIA driver's libnvidia-ml.so.1 is not installed".to_string()
             }
@@ -181,7 +196,6 @@ impl Nvml {
         let xids = Arc::new(Mutex::new(Vec::new()));
         if nvml.is_ok() {
             let sink = xids.clone();
-            let path = lib_path.map(|p| p.to_os_string());
             // Events block in NVML: a thread of their own, with its own handle.
             let _ = std::thread::Builder::new()
                 .name("nvml-events".into())
