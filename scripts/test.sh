@@ -13,8 +13,13 @@ ensure_rust
 ensure_venv "$root"
 ensure_postgres
 # The privileged host tests: containers (runc), network namespaces (iproute2),
-# nftables checks in doctor.
-apt_install runc iproute2 nftables
+# nftables checks in doctor, VMs (QEMU, qemu-img, genisoimage for seeds, an
+# SSH client to log in).
+apt_install runc iproute2 nftables qemu-system-x86 qemu-utils genisoimage openssh-client
+say "built-in images for the end-to-end tests (target/test-images)"
+for kind in container vm; do
+  [ -f "$root/target/test-images/$kind/image.json" ] || bash "$root/images/$kind/build.sh" "$root/target/test-images/$kind" >&2
+done
 say "PostgreSQL for the store suite: ${GPUCLOUD_TEST_PG%%@*}@${GPUCLOUD_TEST_PG#*@}"
 
 say "cargo fmt --check"

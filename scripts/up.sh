@@ -11,8 +11,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 
 ensure_rust
 ensure_venv "$root"
-# runc runs container instances on this machine (when gpucloud runs as root).
-apt_install runc iproute2
+# runc runs container instances and QEMU virtual machines on this machine
+# (when gpucloud runs as root).
+apt_install runc iproute2 qemu-system-x86 qemu-utils genisoimage
 say "building gpucloud (release)"
 (cd "$root" && cargo build --release --locked -p gpucloud >&2)
 
@@ -31,6 +32,11 @@ done
 if [ ! -f "$data_dir/images/busybox/image.json" ]; then
   say "building the built-in container image into $data_dir/images/busybox"
   bash "$root/images/container/build.sh" "$data_dir/images/busybox" >&2
+fi
+if [ ! -f "$data_dir/images/vm/image.json" ]; then
+  say "building the built-in VM image into $data_dir/images/vm"
+  bash "$root/images/vm/build.sh" "$data_dir/images/vm" >&2
+  rm -rf "$data_dir/images/vm/.debs"
 fi
 say "tccli is in $root/.venv/bin (export PATH=\"$root/.venv/bin:\$PATH\")"
 exec "$root/target/release/gpucloud" up "${args[@]}"

@@ -59,7 +59,7 @@ def test_container_instance_runs_commands_and_leaves_nothing(cloud_factory, work
     host = wait_for("the local host to register",
                     lambda: next((h for h in cloud.admin("hosts") if h["kind"] == "real"), None))
     assert host["cpu_total"] == os.cpu_count()
-    assert host["runtimes"] == ["container"]
+    assert "container" in host["runtimes"]
     assert host["gpus"] == []
     assert "no NVIDIA GPU" in host["inventory"]["details"]["gpu_note"]
 

@@ -177,6 +177,10 @@ pub struct NicSpec {
     pub ip: String,
     /// Subnet CIDR.
     pub cidr: String,
+    /// The VPC (`vpc-…`): instances of one VPC share a layer-2 segment on a
+    /// host; different VPCs never do, even with overlapping addresses.
+    #[serde(default)]
+    pub vpc_id: String,
 }
 
 /// Everything an agent needs to run one instance.
@@ -215,6 +219,12 @@ pub struct InstanceSpec {
     pub ssh_keys: Vec<String>,
     /// Network interface.
     pub nic: Option<NicSpec>,
+    /// System disk size, GiB (`None`: the image's own size).
+    #[serde(default)]
+    pub system_disk_gib: Option<u64>,
+    /// Data disk sizes, GiB, in order.
+    #[serde(default)]
+    pub data_disks_gib: Vec<u64>,
     /// Owner (AppId), for labels and isolation.
     pub app_id: i64,
 }

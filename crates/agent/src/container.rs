@@ -642,17 +642,20 @@ pub fn available(runtime_bin: &Path) -> Result<(), String> {
             runtime_bin.display()
         ));
     }
-    // SAFETY-free check of the effective user: root owns /proc/self/status "Uid:" 0.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("1");
-    if euid != "0" {
+    if !running_as_root() {
         return Err("the agent does not run as root; containers need root".into());
     }
     Ok(())
+}
+
+/// Whether the effective user is root (from `/proc/self/status`).
+pub fn running_as_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        == Some("0")
 }
 
 #[cfg(test)]
@@ -689,6 +692,8 @@ mod tests {
             password: None,
             ssh_keys: vec![],
             nic: None,
+            system_disk_gib: None,
+            data_disks_gib: vec![],
             app_id: 1,
         }
     }

@@ -7,6 +7,7 @@ use crate::container::{self, ContainerConfig, ContainerRuntime};
 use crate::gpu::NvidiaDevices;
 use crate::inventory::LocalInventory;
 use crate::nvml::{GpuDriver, GpuMonitor, Nvml};
+use crate::qemu::{AccelChoice, QemuConfig, QemuRuntime};
 use crate::runtime::Runtime;
 use gpucloud_agent_api::RuntimeKind;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ pub struct HostConfig {
     pub reserved_mib: u64,
     /// NVML library to load (`None`: `libnvidia-ml.so.1` from the loader path).
     pub nvml_lib: Option<PathBuf>,
+    /// VM acceleration: KVM when it works (`Auto`), or forced.
+    pub vm_accel: AccelChoice,
 }
 
 /// The agent's parts for this machine.
@@ -145,10 +148,50 @@ impl LocalHost {
             }
         };
         notes.insert("container".into(), container_note.into());
-        notes.insert(
-            "qemu".into(),
-            "not offered yet: virtual machines come with the qemu runtime".into(),
-        );
+        let mut qemu_rt = None;
+        let qemu_note = if cfg.no_runtimes {
+            "disabled (--no-runtimes)".to_string()
+        } else {
+            let bins = (
+                find_bin("qemu-system-x86_64"),
+                find_bin("qemu-img"),
+                find_bin("genisoimage"),
+            );
+            let missing = |p: &Option<PathBuf>, name: &str| {
+                p.clone()
+                    .unwrap_or_else(|| PathBuf::from(format!("/usr/bin/{name}")))
+            };
+            let (q, img, iso) = (
+                missing(&bins.0, "qemu-system-x86_64"),
+                missing(&bins.1, "qemu-img"),
+                missing(&bins.2, "genisoimage"),
+            );
+            let root = container::running_as_root();
+            match crate::qemu::available(&q, &img, &iso) {
+                Ok(_) if !root => "needs root (tap devices, network namespaces)".to_string(),
+                Ok(version) => {
+                    let rt = Arc::new(QemuRuntime::new(
+                        QemuConfig {
+                            qemu_bin: q,
+                            qemu_img: img,
+                            iso_bin: iso,
+                            state_dir: cfg.state_dir.join("qemu"),
+                            images_dir: cfg.images_dir.clone(),
+                            accel: cfg.vm_accel,
+                            boot_timeout: Duration::from_secs(180),
+                            stop_timeout: Duration::from_secs(60),
+                        },
+                        crate::vfio::Vfio::host(),
+                    ));
+                    kinds.push(RuntimeKind::Qemu);
+                    runtimes.push(rt.clone());
+                    qemu_rt = Some(rt);
+                    format!("available: {version}")
+                }
+                Err(why) => why,
+            }
+        };
+        notes.insert("qemu".into(), qemu_note.into());
         Ok(Self {
             inventory: Arc::new(LocalInventory {
                 host_id,
@@ -158,6 +201,7 @@ impl LocalHost {
                 runtimes: kinds,
                 reserved_mib: cfg.reserved_mib,
                 details: serde_json::json!({ "runtimes": notes }),
+                vm_accel: qemu_rt.map(|q| q.verdict_cell()),
                 gpu_monitor: Some(monitor.clone()),
                 state_dir: Some(cfg.state_dir.clone()),
             }),

@@ -135,6 +135,8 @@ pub struct LocalInventory {
     pub gpu_monitor: Option<Arc<GpuMonitor>>,
     /// Where GPU identities are remembered (`None`: not remembered).
     pub state_dir: Option<PathBuf>,
+    /// The VM accelerator verdict, once the KVM probe has run (`None`: no VMs).
+    pub vm_accel: Option<Arc<std::sync::OnceLock<crate::qemu::AccelVerdict>>>,
 }
 
 /// A UUID derived from host and PCI address, for a GPU the driver has never
@@ -298,6 +300,15 @@ impl Inventory for LocalInventory {
             m.insert("cpu_model".into(), self.cpu_model().into());
             m.insert("memory_total_mib".into(), mem.into());
             m.insert("numa_nodes".into(), numa_nodes(&self.sysfs).into());
+            if let Some(cell) = &self.vm_accel {
+                m.insert(
+                    "vm_acceleration".into(),
+                    match cell.get() {
+                        Some(v) => serde_json::json!({ "accel": v.accel, "why": v.why }),
+                        None => serde_json::json!({ "accel": "probing", "why": "the KVM probe is running" }),
+                    },
+                );
+            }
             m.insert(
                 "gpu_note".into(),
                 if gpus.is_empty() {
@@ -375,6 +386,7 @@ mod tests {
             details: serde_json::json!({}),
             gpu_monitor: None,
             state_dir: None,
+            vm_accel: None,
         }
         .collect();
         assert_eq!(inv.gpus.len(), 3);
@@ -454,6 +466,7 @@ mod tests {
             details: serde_json::json!({}),
             gpu_monitor: Some(monitor),
             state_dir: Some(state.clone()),
+            vm_accel: None,
         };
         let got = inv.collect();
         let g = &got.gpus;

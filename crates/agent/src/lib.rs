@@ -25,9 +25,11 @@ pub mod host;
 pub mod inventory;
 pub mod metrics;
 pub mod nvml;
+pub mod qemu;
 pub mod remote;
 pub mod runtime;
 pub mod sim;
+pub mod vfio;
 
 use gpucloud_agent_api::{
     CommandResult, CommandSpec, ControlPlane, DesiredPower, DesiredState, InstanceSpec,

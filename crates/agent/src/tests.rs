@@ -117,6 +117,8 @@ fn spec(id: &str, generation: i64, power: DesiredPower, reboot: i64) -> Instance
         password: None,
         ssh_keys: vec![],
         nic: None,
+        system_disk_gib: None,
+        data_disks_gib: vec![],
         app_id: 1,
     }
 }

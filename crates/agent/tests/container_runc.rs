@@ -67,6 +67,8 @@ fn spec(id: &str, cpu: u32, mem_mib: u64) -> InstanceSpec {
         password: None,
         ssh_keys: vec![],
         nic: None,
+        system_disk_gib: None,
+        data_disks_gib: vec![],
         app_id: 1,
     }
 }

@@ -37,6 +37,10 @@ pub struct AgentArgs {
     /// OCI runtime for container instances (default: crun or runc, found on PATH).
     #[arg(long)]
     container_runtime: Option<PathBuf>,
+    /// VM acceleration: `auto` (KVM when a probe guest runs under it, else
+    /// TCG), `kvm` or `tcg`.
+    #[arg(long, default_value = "auto")]
+    vm_accel: gpucloud_agent::qemu::AccelChoice,
     /// Offer no instance runtime (inventory only).
     #[arg(long)]
     no_runtimes: bool,
@@ -74,6 +78,7 @@ pub async fn run(a: AgentArgs) -> Result<()> {
         no_runtimes: a.no_runtimes,
         reserved_mib: a.reserved_mib,
         nvml_lib: a.nvml_lib.clone(),
+        vm_accel: a.vm_accel,
     })
     .with_context(|| format!("preparing the state directory {}", a.state_dir.display()))?;
     let host_id = host.inventory.host_id.clone();

@@ -207,6 +207,7 @@ async fn api_bench(
         sim_stop: Duration::ZERO,
         local_agent: false,
         container_runtime: None,
+        vm_accel: gpucloud_agent::qemu::AccelChoice::Auto,
         host_grace: Duration::from_secs(600),
         agent_listen: None,
         agent_names: vec![],

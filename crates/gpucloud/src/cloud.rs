@@ -47,6 +47,8 @@ pub struct CloudOptions {
     pub local_agent: bool,
     /// The local agent's OCI runtime (`None`: crun or runc, found).
     pub container_runtime: Option<PathBuf>,
+    /// The local agent's VM acceleration.
+    pub vm_accel: gpucloud_agent::qemu::AccelChoice,
     /// Host liveness grace period.
     pub host_grace: Duration,
     /// Where the agent endpoint listens (`None`: no remote agents).
@@ -210,6 +212,7 @@ pub async fn start(opts: &CloudOptions) -> Result<Cloud> {
             container_runtime: opts.container_runtime.clone(),
             no_runtimes: false,
             reserved_mib: 2048,
+            vm_accel: opts.vm_accel,
         })
         .context("probing this host")?;
         let server = format!("https://127.0.0.1:{}", at.port());

@@ -6,6 +6,7 @@ mod agent_cmd;
 mod bench;
 mod call_cmd;
 mod cloud;
+mod console_cmd;
 mod doctor_cmd;
 mod output;
 mod server_cmd;
@@ -54,6 +55,9 @@ enum Cmd {
     Call(call_cmd::CallArgs),
     /// Benchmarks (figures for docs/PERFORMANCE.md).
     Bench(bench::BenchArgs),
+    /// Attach to the serial console of a VM instance on this host
+    /// (Ctrl-] detaches).
+    Console(console_cmd::ConsoleArgs),
 }
 
 /// The default data directory: `$XDG_DATA_HOME/gpucloud` or `~/.local/share/gpucloud`.
@@ -102,6 +106,7 @@ fn main() {
             Cmd::Call(a) => call_cmd::run(a).await,
             Cmd::Admin(a) => admin::run(a).await,
             Cmd::Bench(a) => bench::run(a).await,
+            Cmd::Console(a) => console_cmd::run(a).await,
         }
     });
     if let Err(e) = result {

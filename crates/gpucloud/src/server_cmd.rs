@@ -59,6 +59,7 @@ pub async fn run(a: ServerArgs) -> Result<()> {
         sim_stop: Duration::ZERO,
         local_agent: false,
         container_runtime: None,
+        vm_accel: gpucloud_agent::qemu::AccelChoice::Auto,
         host_grace: Duration::from_secs(a.host_grace_s.max(1)),
         agent_listen: Some(a.agent_listen),
         agent_names: a.agent_names.clone(),

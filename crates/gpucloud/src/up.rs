@@ -51,6 +51,10 @@ pub struct UpArgs {
     /// OCI runtime for container instances (default: crun or runc, found on PATH).
     #[arg(long)]
     container_runtime: Option<PathBuf>,
+    /// VM acceleration: `auto` (KVM when a probe guest runs under it, else
+    /// TCG), `kvm` or `tcg`.
+    #[arg(long, default_value = "auto")]
+    vm_accel: gpucloud_agent::qemu::AccelChoice,
 }
 
 /// What `credentials.json` holds.
@@ -217,6 +221,7 @@ pub async fn run(a: UpArgs) -> Result<()> {
         sim_stop: Duration::from_millis(a.sim_stop_ms),
         local_agent: !a.no_local_agent,
         container_runtime: a.container_runtime.clone(),
+        vm_accel: a.vm_accel,
         host_grace: Duration::from_secs(a.host_grace_s.max(1)),
         agent_listen: Some(a.agent_listen),
         agent_names: a.agent_names.clone(),

@@ -124,9 +124,30 @@ fn to_spec(d: gpucloud_store::instances::DesiredInstance) -> InstanceSpec {
         password: d.password,
         ssh_keys: d.public_keys,
         nic: match (d.private_ip, d.subnet_cidr) {
-            (Some(ip), Some(cidr)) => Some(NicSpec { ip, cidr }),
+            (Some(ip), Some(cidr)) => Some(NicSpec {
+                ip,
+                cidr,
+                vpc_id: d.vpc_id.unwrap_or_default(),
+            }),
             _ => None,
         },
+        system_disk_gib: d
+            .system_disk
+            .get("DiskSize")
+            .and_then(|v| v.as_i64())
+            .filter(|g| *g > 0)
+            .map(|g| g as u64),
+        data_disks_gib: d
+            .data_disks
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.get("DiskSize").and_then(|v| v.as_i64()))
+                    .filter(|g| *g > 0)
+                    .map(|g| g as u64)
+                    .collect()
+            })
+            .unwrap_or_default(),
         app_id: d.app_id,
         instance_id: d.instance_id,
     }

@@ -686,7 +686,7 @@ async fn catalog_and_prices() {
         .await
         .unwrap();
     let set = r["InstanceTypeConfigSet"].as_array().unwrap();
-    assert_eq!(set.len(), 4);
+    assert_eq!(set.len(), 5);
     assert!(set
         .iter()
         .all(|t| t["Zone"] == "ap-guangzhou-3" && t["GpuType"] == "NVIDIA H100 SXM 80GB"));

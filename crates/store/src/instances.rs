@@ -269,6 +269,8 @@ pub struct DesiredInstance {
     pub public_keys: Vec<String>,
     pub private_ip: Option<String>,
     pub subnet_cidr: Option<String>,
+    /// `vpc-…` of the instance's network.
+    pub vpc_id: Option<String>,
     pub data_disks: serde_json::Value,
     pub system_disk: serde_json::Value,
 }
@@ -1264,6 +1266,7 @@ impl Store {
                 public_keys: pubkeys.remove(&inst.instance_id).unwrap_or_default(),
                 private_ip: inst.private_ip.clone(),
                 subnet_cidr: col(r, "subnet_cidr")?,
+                vpc_id: inst.vpc_id.clone(),
                 data_disks: inst.data_disks.clone(),
                 system_disk: inst.system_disk.clone(),
                 app_id: inst.app_id,

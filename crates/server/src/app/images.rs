@@ -101,6 +101,16 @@ pub struct ImageManifest {
     /// Whether a GPU driver is preinstalled.
     #[serde(default)]
     pub gpu_driver: bool,
+    /// VM images: a kernel to boot directly (relative to the manifest);
+    /// without one the VM boots its disk through firmware.
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// VM images: the initial RAM disk for `kernel`.
+    #[serde(default)]
+    pub initrd: Option<String>,
+    /// VM images: the kernel command line.
+    #[serde(default)]
+    pub cmdline: Option<String>,
 }
 
 /// Why an image cannot be imported.
@@ -168,6 +178,17 @@ pub async fn import(
         )));
     }
     let file = file.canonicalize().map_err(|e| bad(e.to_string()))?;
+    for extra in [&m.kernel, &m.initrd].into_iter().flatten() {
+        if m.runtime != "qemu" {
+            return Err(bad("kernel and initrd are for qemu images".into()));
+        }
+        if !dir.join(extra).is_file() {
+            return Err(bad(format!("{} does not exist", dir.join(extra).display())));
+        }
+    }
+    if m.initrd.is_some() && m.kernel.is_none() {
+        return Err(bad("an initrd needs a kernel".into()));
+    }
     let location = match images_root
         .canonicalize()
         .ok()
