@@ -78,6 +78,7 @@ pub struct Agent {
     inventory: Arc<dyn Inventory>,
     runtimes: Vec<Arc<dyn Runtime>>,
     opts: AgentOptions,
+    next_task: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -91,10 +92,14 @@ struct Slot {
     reboots: i64,
     /// Whether this instance was found running when the agent started.
     adopted: bool,
+    /// The convergence task in flight: its number, the power it works
+    /// towards, and how to cancel it.
+    task: Option<(u64, DesiredPower, tokio::task::AbortHandle)>,
 }
 
 struct Done {
     id: String,
+    task: u64,
     status: InstanceStatus,
     applied: i64,
     reboots: i64,
@@ -114,6 +119,7 @@ impl Agent {
             inventory,
             runtimes,
             opts,
+            next_task: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -275,10 +281,24 @@ impl Agent {
                                 reboots: spec.reboot_seq,
                                 adopted: adopted.is_some(),
                                 busy: false,
+                                task: None,
                                 spec: spec.clone(),
                             }
                         });
                         slot.spec = spec;
+                        // Terminating an instance that is still booting (or
+                        // stopping) need not wait for that to finish: cancel
+                        // it; removal is idempotent and cleans up after it.
+                        if slot.busy && slot.spec.power == DesiredPower::Absent {
+                            if let Some((_, power, handle)) = &slot.task {
+                                if *power != DesiredPower::Absent {
+                                    tracing::info!(instance = %slot.spec.instance_id, "cancelling the running convergence: the instance is being removed");
+                                    handle.abort();
+                                    slot.busy = false;
+                                    slot.task = None;
+                                }
+                            }
+                        }
                     }
                     // Instances the control plane no longer mentions are gone from its view.
                     slots.retain(|id, s| seen.contains(id) || s.busy);
@@ -340,8 +360,12 @@ impl Agent {
                     dirty = true;
                 }
                 Some(done) = done_rx.recv() => {
-                    if let Some(slot) = slots.get_mut(&done.id) {
+                    if let Some(slot) = slots
+                        .get_mut(&done.id)
+                        .filter(|s| s.task.as_ref().is_some_and(|t| t.0 == done.task))
+                    {
                         slot.busy = false;
+                        slot.task = None;
                         slot.status = done.status;
                         slot.applied = done.applied;
                         slot.reboots = done.reboots;
@@ -412,9 +436,13 @@ impl Agent {
     fn spawn_converge(&self, slot: &mut Slot, done: mpsc::Sender<Box<Done>>) {
         slot.busy = true;
         let spec = slot.spec.clone();
+        let task = self
+            .next_task
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let rt = self.runtime_for(&spec);
         let (applied, reboots, adopted) = (slot.applied, slot.reboots, slot.adopted);
-        tokio::spawn(async move {
+        let power = spec.power;
+        let handle = tokio::spawn(async move {
             let (status, applied, reboots) = match rt {
                 Some(rt) => converge(rt.as_ref(), &spec, applied, reboots, adopted).await,
                 None => (
@@ -439,12 +467,14 @@ impl Agent {
             let _ = done
                 .send(Box::new(Done {
                     id: spec.instance_id.clone(),
+                    task,
                     status,
                     applied,
                     reboots,
                 }))
                 .await;
         });
+        slot.task = Some((task, power, handle.abort_handle()));
     }
 }
 

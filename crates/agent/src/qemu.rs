@@ -341,7 +341,12 @@ pub fn qemu_args(l: &Launch) -> Vec<String> {
         "-drive",
         &format!("if=none,id=disk0,file={},format=qcow2", d("system.qcow2")),
         "-device",
-        "virtio-blk-pci,drive=disk0,bootindex=0",
+        // Firmware boots the system disk; a direct kernel boot needs no boot order.
+        if l.kernel.is_some() {
+            "virtio-blk-pci,drive=disk0"
+        } else {
+            "virtio-blk-pci,drive=disk0,bootindex=0"
+        },
     ]);
     for (i, p) in l.data_disks.iter().enumerate() {
         push(&[

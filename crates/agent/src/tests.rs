@@ -194,6 +194,33 @@ async fn converges_through_the_lifecycle() {
 }
 
 #[tokio::test]
+async fn terminating_a_booting_instance_does_not_wait_for_the_boot() {
+    let cp = Arc::new(FakeControlPlane::default());
+    // A guest that would take a minute to come up.
+    let rt = Arc::new(SimRuntime::new(
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+    ));
+    let (stop, task) = start_agent(cp.clone(), rt.clone());
+    cp.set(1, vec![spec("ins-a", 1, DesiredPower::Running, 0)]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rt.status("ins-a").await.unwrap().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "never created");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let asked = tokio::time::Instant::now();
+    cp.set(2, vec![spec("ins-a", 2, DesiredPower::Absent, 0)]);
+    cp.wait_for("ins-a", |s| {
+        s.power == ObservedPower::Absent && s.spec_generation == 2
+    })
+    .await;
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    assert_eq!(rt.status("ins-a").await.unwrap(), None);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
 async fn launch_failures_are_reported_with_a_reason() {
     use base64::Engine as _;
     let cp = Arc::new(FakeControlPlane::default());
