@@ -182,16 +182,3 @@ def test_vm_lifecycle_with_ssh_user_data_tat_and_a_container_beside_it(cloud_fac
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert "gct" + iid.removeprefix("ins-") not in links, "tap left"
 
-
-def test_vm_images_need_a_host_that_runs_vms(cloud_factory, workdir):
-    """A zone whose hosts offer no qemu runtime refuses a VM image with the
-    Tencent code for an image that does not fit."""
-    _prerequisites()
-    cloud = cloud_factory("1*CPU@ap-guangzhou-4", name="simonly", extra=["--no-local-agent"])
-    _copy_image(_image("vm"), cloud.data_dir / "images" / "vm")
-    cloud.start()
-    t = Tccli(cloud, workdir / "home")
-    code = t.err("cvm", "RunInstances", "--Placement", json.dumps({"Zone": "ap-guangzhou-4"}),
-                 "--ImageId", VM_IMAGE, "--InstanceType", "S5.SMALL2")
-    assert code == "InvalidParameterValue.InvalidImageForGivenInstanceType"
-    assert t.ok("cvm", "DescribeInstances")["TotalCount"] == 0

@@ -592,11 +592,20 @@ pub fn examine(roots: &Roots, driver: &dyn GpuDriver, probe_kvm: bool) -> Report
             "no container runtime".into()
         },
     });
+    let vm_tools: Vec<&str> = [("qemu-img", "qemu-utils"), ("genisoimage", "genisoimage")]
+        .into_iter()
+        .filter(|(b, _)| find_bin(b).is_none())
+        .map(|(_, pkg)| pkg)
+        .collect();
     caps.push(Capability {
         what: "virtual machines",
-        available: qemu.is_some(),
+        available: qemu.is_some() && vm_tools.is_empty(),
         why: match (&qemu, kvm_ok) {
             (None, _) => "QEMU is not installed (apt-get install qemu-system-x86)".into(),
+            (Some(_), _) if !vm_tools.is_empty() => format!(
+                "disks and cloud-init seeds need apt-get install {}",
+                vm_tools.join(" ")
+            ),
             (Some(_), true) => "QEMU with KVM".into(),
             (Some(_), false) => "QEMU with TCG only (software emulation: slow)".into(),
         },

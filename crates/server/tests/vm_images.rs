@@ -1,0 +1,99 @@
+//! Images say which runtime they need (`runtime=qemu` for VM images); a zone
+//! whose hosts do not offer it refuses the launch with Tencent's code for an
+//! image that does not fit, and nothing is left behind.
+
+mod common;
+
+use common::*;
+use gpucloud_agent_api::{ControlPlane, HostInventory, RuntimeKind};
+use gpucloud_store::images::ImageRow;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_image_needs_a_host_that_runs_vms() {
+    let cloud = TestCloud::start("1*CPU").await;
+    let (t, _) = cloud.tenant("t").await;
+    cloud
+        .app
+        .store
+        .image_upsert(&ImageRow {
+            image_id: "img-gcvmtest".into(),
+            app_id: None,
+            name: "vm".into(),
+            os_name: "Debian".into(),
+            platform: "Debian".into(),
+            description: String::new(),
+            size_gib: 2,
+            architecture: "x86_64".into(),
+            image_type: "PUBLIC_IMAGE".into(),
+            source: "IMPORT".into(),
+            state: "NORMAL".into(),
+            runtime: "qemu".into(),
+            location: "vm/disk.qcow2".into(),
+            gpu_driver: false,
+            tags: vec![("runtime".into(), "qemu".into())],
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    let params = json!({
+        "Placement": {"Zone": "ap-guangzhou-3"},
+        "ImageId": "img-gcvmtest",
+        "InstanceType": "S5.SMALL2",
+    });
+    // The (simulated) host runs every runtime: the VM image launches.
+    let ok = t.cvm("RunInstances", params.clone()).await.unwrap();
+    let id = ok["InstanceIdSet"][0].as_str().unwrap().to_string();
+    wait_state(&t, &id, "RUNNING").await;
+    t.cvm("TerminateInstances", json!({"InstanceIds": [id]}))
+        .await
+        .unwrap();
+    wait_gone(&t, &id).await;
+
+    // The host now says it runs containers only (no QEMU on it).
+    let host = cloud
+        .app
+        .store
+        .host_get(&cloud.hosts[0])
+        .await
+        .unwrap()
+        .unwrap();
+    let mut inv: HostInventory = serde_json::from_value(host.inventory).unwrap();
+    inv.runtimes = vec![RuntimeKind::Container];
+    cloud.app.gateway.register(&inv).await.unwrap();
+    // Dry runs check capacity without side effects: wait for the view to catch up.
+    let mut dry = params.clone();
+    dry["DryRun"] = json!(true);
+    poll(
+        "the host to lose its qemu runtime",
+        std::time::Duration::from_secs(30),
+        || {
+            let t = &t;
+            let dry = dry.clone();
+            async move {
+                (code(t.cvm("RunInstances", dry).await)
+                    == "InvalidParameterValue.InvalidImageForGivenInstanceType")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let r = t.cvm("RunInstances", params.clone()).await;
+    let msg = format!("{r:?}");
+    assert!(
+        msg.contains("qemu") && msg.contains("gpucloud doctor"),
+        "{msg}"
+    );
+    assert_eq!(
+        code(r),
+        "InvalidParameterValue.InvalidImageForGivenInstanceType"
+    );
+    let left = t
+        .cvm(
+            "DescribeInstances",
+            json!({"Filters": [{"Name": "instance-state", "Values": ["PENDING", "RUNNING"]}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(left["TotalCount"], 0);
+}
