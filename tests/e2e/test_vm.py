@@ -141,6 +141,19 @@ def test_vm_lifecycle_with_ssh_user_data_tat_and_a_container_beside_it(cloud_fac
     assert 2 * 1024 * 1024 * 0.85 < mem_kib <= 2 * 1024 * 1024, out
     assert out[5:] == ["made-by-user-data"], out
 
+    # The agent dies (kill -9 of the whole `up`): the VM keeps running, and the
+    # restarted agent adopts it — the same QEMU, no second one.
+    qemu_before = _qemu_of(iid)
+    cloud.kill9()
+    assert _qemu_of(iid) == qemu_before
+    cloud.start()
+    t = Tccli(cloud, workdir / "home2")
+    wait_for("the host to report again", lambda: next(
+        (h for h in cloud.admin("hosts") if h["kind"] == "real" and h["state"] == "READY"), None))
+    assert _state(t, iid)["InstanceState"] == "RUNNING"
+    assert _qemu_of(iid) == qemu_before
+    assert wait_for("SSH after the agent restart", ssh_ready, timeout=60, interval=0.5).split()[0] == inst["HostName"]
+
     # A container instance on the same host, at the same time.
     cid = t.ok("cvm", "RunInstances", "--Placement", json.dumps({"Zone": ZONE}), "--ImageId", CTR_IMAGE,
                "--InstanceType", "S5.SMALL1", "--InstanceName", "box")["InstanceIdSet"][0]
