@@ -331,6 +331,17 @@ pub fn qemu_args(l: &Launch) -> Vec<String> {
         None => push(&["-m", &format!("{}M", l.memory_mib)]),
     }
     push(&["-nodefaults", "-no-user-config", "-display", "none"]);
+    // seccomp: no obsolete system calls, and no scheduler or memory-policy
+    // changes unless the VM is NUMA-bound (that needs mbind). Spawning stays
+    // allowed for -daemonize.
+    push(&[
+        "-sandbox",
+        if l.numa_node.is_some() {
+            "on,obsolete=deny"
+        } else {
+            "on,obsolete=deny,resourcecontrol=deny"
+        },
+    ]);
     if let Some((k, initrd, cmdline)) = &l.kernel {
         push(&["-kernel", &k.display().to_string(), "-append", cmdline]);
         if let Some(i) = initrd {
@@ -1503,6 +1514,7 @@ mod tests {
             "name=org.qemu.guest_agent.0",
             "-qmp unix:/s/vms/ins-abcd1234/qmp.sock,server=on,wait=off",
             "-pidfile /s/vms/ins-abcd1234/qemu.pid -daemonize",
+            "-sandbox on,obsolete=deny,resourcecontrol=deny",
         ] {
             assert!(a.contains(want), "missing {want} in {a}");
         }
@@ -1518,6 +1530,7 @@ mod tests {
         assert!(a.contains("-accel kvm -cpu host"));
         assert!(a.contains("memory-backend-ram,id=mem0,size=4096M,host-nodes=1,policy=bind"));
         assert!(a.contains("-nic none"));
+        assert!(a.contains("-sandbox on,obsolete=deny "));
         assert!(!a.contains("-kernel"));
     }
 
