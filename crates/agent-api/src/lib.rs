@@ -38,7 +38,22 @@ pub mod paths {
     pub const DESIRED: &str = "/agent/v1/desired";
     /// `POST` [`super::ObservedState`].
     pub const REPORT: &str = "/agent/v1/report";
+    /// `POST /agent/v1/console/<session_id>`: one exchange of a serial
+    /// console relay. Request body: console output read since the last
+    /// exchange (raw bytes, at most [`super::MAX_CONSOLE_CHUNK`]); header
+    /// [`super::CONSOLE_ERROR_HEADER`] when the agent cannot serve the session.
+    /// Response `200`: the tenant's input (raw bytes, possibly empty); `410
+    /// Gone`: the session ended, drop the console connection.
+    pub const CONSOLE: &str = "/agent/v1/console/";
 }
+
+/// Largest console chunk carried by one exchange, either way.
+pub const MAX_CONSOLE_CHUNK: usize = 64 * 1024;
+
+/// Request header an agent sets when it cannot serve a console session (the
+/// VM is not running here …); its value, printable ASCII, is shown to the
+/// tenant and the session ends.
+pub const CONSOLE_ERROR_HEADER: &str = "x-gpucloud-console-error";
 
 /// What kind of machine an agent manages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +265,35 @@ pub struct CommandSpec {
     pub status: String,
 }
 
+/// A live serial-console session (`DescribeInstanceVncUrl`) of a VM on this
+/// host: the agent connects to the VM's serial console and relays it through
+/// [`ControlPlane::console`] until the control plane says it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConsoleSpec {
+    /// Names the session on the relay; not the tenant's secret URL token.
+    pub session_id: String,
+    /// The instance whose console is wanted.
+    pub instance_id: String,
+}
+
+/// What an agent sends in one console exchange.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsoleUp {
+    /// Console output read since the last exchange.
+    pub output: Vec<u8>,
+    /// Why the agent cannot serve the session (it then ends).
+    pub error: Option<String>,
+}
+
+/// What the control plane answers to a console exchange.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsoleDown {
+    /// The tenant's input gathered since the last exchange.
+    pub input: Vec<u8>,
+    /// The session is over: close the console connection.
+    pub ended: bool,
+}
+
 /// The desired state of a host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredState {
@@ -262,6 +306,9 @@ pub struct DesiredState {
     /// Commands to run (or being run) in instances of this host.
     #[serde(default)]
     pub commands: Vec<CommandSpec>,
+    /// Live serial-console sessions of VMs on this host.
+    #[serde(default)]
+    pub consoles: Vec<ConsoleSpec>,
 }
 
 /// Progress or outcome of a command task.
@@ -398,6 +445,22 @@ pub trait ControlPlane: Send + Sync + 'static {
 
     /// Reports the observed state.
     async fn report(&self, observed: &ObservedState) -> Result<(), LinkError>;
+
+    /// One exchange of a console relay: hands over the VM's output and
+    /// returns the tenant's input, waiting briefly (about a second) for input
+    /// when there is nothing to carry either way. `Ok` with `ended` once the
+    /// session is over (or unknown to this control plane).
+    async fn console(
+        &self,
+        host_id: &str,
+        session_id: &str,
+        up: ConsoleUp,
+    ) -> Result<ConsoleDown, LinkError> {
+        let _ = (host_id, session_id, up);
+        Err(LinkError::Refused(
+            "this control plane does not relay serial consoles".into(),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -409,6 +472,7 @@ mod tests {
         let d: DesiredState =
             serde_json::from_str(r#"{"host_id":"h","generation":1,"instances":[]}"#).unwrap();
         assert!(d.commands.is_empty());
+        assert!(d.consoles.is_empty());
         let o: ObservedState =
             serde_json::from_str(r#"{"host_id":"h","generation":1,"instances":[]}"#).unwrap();
         assert!(o.commands.is_empty());

@@ -17,7 +17,11 @@
 //! same loop converges it. Instances the runtimes have that no desired state
 //! mentions are destroyed only once the control plane has answered, so a
 //! restarted agent never kills instances it has not been told about yet.
+//!
+//! Serial-console sessions listed in the desired state are relayed by
+//! [`console`], one task per session, started once per session ID.
 
+pub mod console;
 pub mod container;
 pub mod doctor;
 pub mod gpu;
@@ -231,6 +235,8 @@ impl Agent {
         let mut slots: HashMap<String, Slot> = HashMap::new();
         // Command tasks this agent knows, with their latest result.
         let mut tasks: HashMap<String, CommandResult> = HashMap::new();
+        // Console sessions started (each relays until its session ends).
+        let mut consoles: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut generation = 0i64;
         let mut dirty = false;
         let mut inventory_tick = tokio::time::interval(
@@ -350,6 +356,15 @@ impl Agent {
                             }
                         };
                         tasks.insert(cmd.task_id.clone(), result);
+                    }
+                    // Console sessions: relay each new one; forget those the
+                    // control plane no longer lists (their relays end alone).
+                    consoles.retain(|id| desired.consoles.iter().any(|c| &c.session_id == id));
+                    for c in desired.consoles {
+                        if consoles.insert(c.session_id.clone()) {
+                            let rt = slots.get(&c.instance_id).and_then(|s| self.runtime_for(&s.spec));
+                            console::spawn(self.link.clone(), host_id.clone(), rt, c);
+                        }
                     }
                     dirty = true;
                 }

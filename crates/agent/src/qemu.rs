@@ -1285,6 +1285,18 @@ impl Runtime for QemuRuntime {
         Ok(())
     }
 
+    async fn console(&self, id: &str) -> Result<tokio::net::UnixStream, RuntimeError> {
+        if self.pid(id).is_none() {
+            return Err(RuntimeError::new(format!("instance {id} is not running")));
+        }
+        let sock = self.dir(id).join("serial.sock");
+        tokio::net::UnixStream::connect(&sock).await.map_err(|e| {
+            RuntimeError::new(format!(
+                "cannot open the serial console of {id} ({e}); another client (gpucloud console?) may hold it"
+            ))
+        })
+    }
+
     async fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, RuntimeError> {
         if self.pid(id).is_none() {
             return Err(RuntimeError::new(format!("instance {id} is not running")));

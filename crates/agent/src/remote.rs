@@ -17,8 +17,9 @@
 //! name [`SERVER_NAME`], whatever address the agent dials.
 
 use gpucloud_agent_api::{
-    paths, AgentApiError, ControlPlane, DesiredRequest, DesiredState, HostInventory, JoinRequest,
-    JoinResponse, LinkError, ObservedState, SERVER_NAME,
+    paths, AgentApiError, ConsoleDown, ConsoleUp, ControlPlane, DesiredRequest, DesiredState,
+    HostInventory, JoinRequest, JoinResponse, LinkError, ObservedState, CONSOLE_ERROR_HEADER,
+    SERVER_NAME,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -531,6 +532,59 @@ impl ControlPlane for HttpControlPlane {
             .await
             .map(drop)
     }
+
+    async fn console(
+        &self,
+        _host_id: &str,
+        session_id: &str,
+        up: ConsoleUp,
+    ) -> Result<ConsoleDown, LinkError> {
+        let mut req = self
+            .http
+            .post(format!("{}{}{session_id}", self.base, paths::CONSOLE))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .timeout(Duration::from_secs(20));
+        if let Some(e) = &up.error {
+            req = req.header(CONSOLE_ERROR_HEADER, header_text(e));
+        }
+        let resp = req
+            .body(up.output)
+            .send()
+            .await
+            .map_err(|e| LinkError::Unreachable(error_chain(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            let input = resp
+                .bytes()
+                .await
+                .map_err(|e| LinkError::Unreachable(format!("console: {}", error_chain(&e))))?;
+            return Ok(ConsoleDown {
+                input: input.to_vec(),
+                ended: false,
+            });
+        }
+        if status == reqwest::StatusCode::GONE || status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(ConsoleDown {
+                input: Vec::new(),
+                ended: true,
+            });
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let msg = format!("console: HTTP {status}: {text}");
+        if status.is_client_error() {
+            Err(LinkError::Refused(msg))
+        } else {
+            Err(LinkError::Unreachable(msg))
+        }
+    }
+}
+
+/// A reason as a header value: printable ASCII, at most 512 characters.
+fn header_text(s: &str) -> String {
+    s.chars()
+        .take(512)
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+        .collect()
 }
 
 #[cfg(test)]
@@ -550,6 +604,16 @@ mod tests {
         );
         assert!(normalize_ca_hash("sha256:1234").is_err());
         assert!(normalize_ca_hash(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn console_reasons_fit_in_a_header() {
+        assert_eq!(
+            header_text("VM ins-a: not running"),
+            "VM ins-a: not running"
+        );
+        assert_eq!(header_text("héllo\nx"), "h?llo?x");
+        assert_eq!(header_text(&"a".repeat(600)).len(), 512);
     }
 
     #[test]

@@ -111,4 +111,14 @@ pub trait Runtime: Send + Sync + 'static {
             "this runtime cannot run commands inside instances",
         ))
     }
+
+    /// Connects to the serial console of a running instance (the relay of
+    /// `DescribeInstanceVncUrl` sessions). The console takes one client at a
+    /// time; dropping the stream lets the next one in.
+    async fn console(&self, id: &str) -> Result<tokio::net::UnixStream, RuntimeError> {
+        let _ = id;
+        Err(RuntimeError::new(
+            "this runtime has no serial console; the console exists for VM instances only",
+        ))
+    }
 }

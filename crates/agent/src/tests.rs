@@ -20,6 +20,7 @@ impl FakeControlPlane {
             generation,
             instances,
             commands: vec![],
+            consoles: vec![],
         });
         self.changed.notify_waiters();
     }
@@ -84,6 +85,7 @@ impl ControlPlane for FakeControlPlane {
                         generation: 0,
                         instances: vec![],
                         commands: vec![],
+                        consoles: vec![],
                     }));
             }
         }

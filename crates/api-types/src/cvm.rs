@@ -998,6 +998,14 @@ pub struct DescribeInstanceVncUrlRequest {
     pub instance_id: Option<String>,
 }
 
+/// Answer of `DescribeInstanceVncUrl`: a single-use WebSocket URL to the
+/// instance's serial console, valid for 15 seconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeInstanceVncUrlResponse {
+    pub instance_vnc_url: String,
+}
+
 /// An answer that carries only the `RequestId`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Empty {}

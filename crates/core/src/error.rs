@@ -145,6 +145,25 @@ pub enum CloudError {
         /// The refused action.
         action: String,
     },
+    /// The instance is not in a state the action accepts, where the action
+    /// has no state-specific code (`DescribeInstanceVncUrl` while starting …).
+    #[error("instance {id} is {state:?}; {action} needs it RUNNING")]
+    InstanceNotRunning {
+        /// Instance.
+        id: String,
+        /// Its state.
+        state: InstanceState,
+        /// The refused action.
+        action: String,
+    },
+    /// The serial console (`DescribeInstanceVncUrl`) exists for VM instances only.
+    #[error("instance {id} runs on the {runtime} runtime; the serial console exists for VM instances only")]
+    ConsoleVmOnly {
+        /// Instance.
+        id: String,
+        /// Its runtime (`container`, `sim`).
+        runtime: String,
+    },
     /// Another operation is still running on the instance.
     #[error("instance {id} is busy with {operation}")]
     OperationInProgress {
@@ -430,6 +449,8 @@ impl CloudError {
             InstanceIdMalformed(_) => "InvalidInstanceId.Malformed",
             InstanceNotFound(_) => "InvalidInstanceId.NotFound",
             InstanceState { state, .. } => state.refusal_code(),
+            InstanceNotRunning { .. } => "InvalidInstanceState",
+            ConsoleVmOnly { .. } => "UnsupportedOperation",
             OperationInProgress { .. } => "OperationDenied.InstanceOperationInProgress",
             InstancesProtected(_) => "UnsupportedOperation.InstancesProtected",
             InstanceTypeMalformed(_) => "InvalidInstanceType.Malformed",
@@ -593,6 +614,14 @@ impl CloudError {
             InstanceState { id, state, action } => (
                 format!("The instance `{id}` is {}; {action} is not possible in that state.{}", state.as_str(), state_hint_en(*state)),
                 format!("实例 `{id}` 当前状态为 {}，该状态下不支持 {action}。{}", state.as_str(), state_hint_zh(*state)),
+            ),
+            InstanceNotRunning { id, state, action } => (
+                format!("The instance `{id}` is {}; {action} needs it RUNNING.{}", state.as_str(), state_hint_en(*state)),
+                format!("实例 `{id}` 当前状态为 {}，{action} 需要实例处于运行中（RUNNING）。{}", state.as_str(), state_hint_zh(*state)),
+            ),
+            ConsoleVmOnly { id, runtime } => (
+                format!("The instance `{id}` is a {runtime} instance; the serial console (DescribeInstanceVncUrl) exists for VM instances only. Run commands in containers with TAT RunCommand."),
+                format!("实例 `{id}` 是 {runtime} 实例；串口控制台（DescribeInstanceVncUrl）仅适用于虚拟机实例。容器实例请使用 TAT RunCommand 执行命令。"),
             ),
             OperationInProgress { id, operation } => (
                 format!("The instance `{id}` is still busy with {operation}. Wait until its LatestOperationState is no longer OPERATING."),
@@ -865,6 +894,24 @@ mod tests {
         };
         assert_eq!(e.code(), "UnsupportedOperation.InstanceStateRunning");
         assert!(e.message(Language::EnUs).contains("RUNNING"));
+    }
+
+    #[test]
+    fn console_refusals() {
+        let e = CloudError::ConsoleVmOnly {
+            id: "ins-a".into(),
+            runtime: "container".into(),
+        };
+        assert_eq!(e.code(), "UnsupportedOperation");
+        assert!(e.message(Language::EnUs).contains("VM instances only"));
+        assert!(e.message(Language::EnUs).contains("RunCommand"));
+        let e = CloudError::InstanceNotRunning {
+            id: "ins-a".into(),
+            state: InstanceState::Starting,
+            action: "DescribeInstanceVncUrl".into(),
+        };
+        assert_eq!(e.code(), "InvalidInstanceState");
+        assert!(e.message(Language::ZhCn).contains("RUNNING"));
     }
 
     #[test]

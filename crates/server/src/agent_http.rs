@@ -7,6 +7,7 @@
 //! | `POST /agent/v1/register` | yes | inventory |
 //! | `POST /agent/v1/desired` | yes | long poll for desired state |
 //! | `POST /agent/v1/report` | yes | observed state |
+//! | `POST /agent/v1/console/<session>` | yes | one serial-console relay exchange (raw bytes both ways; `410` once ended) |
 //!
 //! TLS accepts connections without a client certificate (joining needs
 //! that), but every route past joining requires one signed by the cluster CA
@@ -15,14 +16,15 @@
 
 use crate::pki::{fingerprint, Pki};
 use crate::App;
-use axum::extract::{Extension, State};
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gpucloud_agent_api::{
-    paths, AgentApiError, ControlPlane, DesiredRequest, HostInventory, JoinRequest, JoinResponse,
-    LinkError, ObservedState,
+    paths, AgentApiError, ConsoleUp, ControlPlane, DesiredRequest, HostInventory, JoinRequest,
+    JoinResponse, LinkError, ObservedState, CONSOLE_ERROR_HEADER,
 };
 use gpucloud_api_types::ids::{is_valid, IdKind};
 use gpucloud_store::agents::TokenRefusal;
@@ -247,6 +249,50 @@ async fn report(
     }
 }
 
+/// One console relay exchange: the body is serial output, the answer the
+/// tenant's input; `410 Gone` once the session ended (or is not this host's).
+async fn console(
+    State(s): State<AgentState>,
+    Extension(peer): Extension<Peer>,
+    Path(session_id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let host = match s.host_of(&peer).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    if !crate::console::session_id_shaped(&session_id) {
+        return fail(
+            StatusCode::NOT_FOUND,
+            "console_ended",
+            "no such console session",
+        );
+    }
+    let up = ConsoleUp {
+        output: body.to_vec(),
+        error: headers.get(CONSOLE_ERROR_HEADER).map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(512)
+                .collect()
+        }),
+    };
+    match s.app.gateway.console(&host, &session_id, up).await {
+        Ok(d) if d.ended => fail(
+            StatusCode::GONE,
+            "console_ended",
+            "the console session ended; close the serial connection",
+        ),
+        Ok(d) => (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            d.input,
+        )
+            .into_response(),
+        Err(e) => link_fail(e),
+    }
+}
+
 /// The TLS configuration of the agent endpoint.
 pub fn tls_config(pki: &Pki, names: &[String]) -> anyhow::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -283,6 +329,7 @@ pub async fn serve(
         .route(paths::REGISTER, post(register))
         .route(paths::DESIRED, post(desired))
         .route(paths::REPORT, post(report))
+        .route(&format!("{}{{session_id}}", paths::CONSOLE), post(console))
         .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
         .with_state(state);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));

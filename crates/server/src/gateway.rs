@@ -12,8 +12,8 @@
 
 use crate::sched::Scheduler;
 use gpucloud_agent_api::{
-    AssignedGpu, CommandSpec, ControlPlane, DesiredPower, DesiredState, HostInventory, ImageRef,
-    InstanceSpec, LinkError, NicSpec, ObservedPower, ObservedState,
+    AssignedGpu, CommandSpec, ConsoleDown, ConsoleUp, ControlPlane, DesiredPower, DesiredState,
+    HostInventory, ImageRef, InstanceSpec, LinkError, NicSpec, ObservedPower, ObservedState,
 };
 use gpucloud_core::lifecycle::{self, Observed};
 use gpucloud_store::commands::TaskOutcome;
@@ -34,6 +34,9 @@ pub struct Gateway {
     /// Digest of the last report settled per host: an identical heartbeat
     /// report cannot settle anything, so it only shows liveness.
     last_report: Mutex<HashMap<String, [u8; 32]>>,
+    /// Serial-console sessions live on this server (listed in their hosts'
+    /// desired state, relayed through [`ControlPlane::console`]).
+    pub consoles: crate::console::ConsoleHub,
 }
 
 fn store_err(e: StoreError) -> LinkError {
@@ -55,6 +58,7 @@ impl Gateway {
             wakers: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             last_report: Mutex::new(HashMap::new()),
+            consoles: crate::console::ConsoleHub::default(),
         }
     }
 
@@ -245,10 +249,21 @@ impl ControlPlane for Gateway {
                             status: t.status,
                         })
                         .collect(),
+                    consoles: self.consoles.for_host(host_id),
                 });
             }
             let _ = tokio::time::timeout_at(deadline, notified).await;
         }
+    }
+
+    async fn console(
+        &self,
+        host_id: &str,
+        session_id: &str,
+        up: ConsoleUp,
+    ) -> Result<ConsoleDown, LinkError> {
+        self.touch(host_id);
+        Ok(self.consoles.exchange(host_id, session_id, up).await)
     }
 
     async fn report(&self, observed: &ObservedState) -> Result<(), LinkError> {

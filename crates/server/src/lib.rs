@@ -6,6 +6,7 @@
 //!   transactional claims, lifecycle operations, API views);
 //! * [`sched`] — the scheduler service around the pure planner;
 //! * [`gateway`] — the server side of the agent protocol;
+//! * [`console`] — serial consoles of VMs over WebSocket, relayed by agents;
 //! * [`reconcile`] — background loops that read the world and repair it.
 //!
 //! The server runs no host-side effects: hosts change only through agents.
@@ -13,6 +14,7 @@
 pub mod agent_http;
 pub mod api;
 pub mod app;
+pub mod console;
 pub mod gateway;
 pub mod metrics;
 pub mod pki;

@@ -191,6 +191,8 @@ async fn random_parameters_never_break_the_server() {
             request_id: "fuzz".into(),
             lang: if en { Language::EnUs } else { Language::ZhCn },
             region: None,
+            host: None,
+            tls: false,
         };
         let call = Call {
             service: service.to_string(),

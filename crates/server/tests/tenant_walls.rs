@@ -223,6 +223,7 @@ async fn every_action_hides_other_tenants() {
             json!({"InstanceIds": [ains], "InstanceType": "GT5.12XLARGE480"}),
             nf,
         ),
+        expect_code("DescribeInstanceVncUrl", json!({"InstanceId": ains}), nf),
     ];
     // Alice's command invocation on her instance.
     let host = cloud

@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "agents_and_commands",
         include_str!("../migrations/0002_agents_and_commands.sql"),
     ),
+    (
+        3,
+        "console_sessions",
+        include_str!("../migrations/0003_console_sessions.sql"),
+    ),
 ];
 
 /// A handle on the database. Cheap to clone.

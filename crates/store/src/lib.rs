@@ -26,6 +26,7 @@
 
 pub mod agents;
 pub mod commands;
+pub mod consoles;
 pub mod db;
 pub mod groups;
 pub mod hosts;

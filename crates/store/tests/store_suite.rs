@@ -1409,3 +1409,24 @@ both!(cordoned_and_unreachable_hosts_take_no_claims, |db| {
         "nothing leaked from the refusals"
     );
 });
+
+both!(console_tokens_are_single_use_and_expire, |db| {
+    let s = &db.store;
+    let made = s
+        .console_session_create("tok-live", "cs-a", 1, "ins-aaaaaaaa", "host-a", 15_000)
+        .await
+        .unwrap();
+    s.console_session_create("tok-old", "cs-b", 1, "ins-aaaaaaaa", "host-a", -1)
+        .await
+        .unwrap();
+    // Two servers redeeming at once: exactly one wins.
+    let (a, b) = tokio::join!(
+        s.console_session_redeem("tok-live"),
+        s.console_session_redeem("tok-live")
+    );
+    let won: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(won, vec![made]);
+    assert_eq!(s.console_session_redeem("tok-live").await.unwrap(), None);
+    assert_eq!(s.console_session_redeem("tok-old").await.unwrap(), None);
+    assert_eq!(s.console_session_redeem("nothing").await.unwrap(), None);
+});

@@ -4,11 +4,11 @@ use crate::api::front::Ctx;
 use crate::api::params::{filters, ids, paging, tags_match, values_of};
 use crate::app::instances::{self as inst, GroupConstraint, PlaceSpec};
 use crate::app::{catalog, images, internal, tx_error};
-use crate::App;
+use crate::{console, App};
 use gpucloud_api_types::cvm::*;
 use gpucloud_api_types::ids::{is_valid, new_id, IdKind};
 use gpucloud_core::catalog::{self as cat, InstanceType};
-use gpucloud_core::lifecycle::Operation;
+use gpucloud_core::lifecycle::{InstanceState, Operation};
 use gpucloud_core::pricing::{self, ChargeType};
 use gpucloud_core::region::{self, Zone};
 use gpucloud_core::{validate, CloudError};
@@ -1293,6 +1293,65 @@ pub async fn modify_instances_attribute(
         .await
         .map_err(tx_error)?;
     Ok(Empty {})
+}
+
+/// `DescribeInstanceVncUrl`: a single-use WebSocket URL to a VM's serial
+/// console, valid for [`console::TOKEN_TTL`] (see [`crate::console`]).
+pub async fn describe_instance_vnc_url(
+    app: &App,
+    ctx: &Ctx,
+    req: DescribeInstanceVncUrlRequest,
+) -> R<DescribeInstanceVncUrlResponse> {
+    let id = ids(
+        "InstanceId",
+        req.instance_id.map(|i| vec![i]),
+        IdKind::Instance,
+        true,
+        1,
+    )?
+    .remove(0);
+    let row = inst::load(app, &ctx.scope, std::slice::from_ref(&id))
+        .await?
+        .remove(0);
+    if row.runtime != "qemu" {
+        return Err(CloudError::ConsoleVmOnly {
+            id,
+            runtime: row.runtime,
+        });
+    }
+    let action = "DescribeInstanceVncUrl";
+    let host = match (row.state, row.host_id) {
+        (InstanceState::Running, Some(h)) => h,
+        (InstanceState::Stopped, _) => {
+            return Err(CloudError::InstanceState {
+                id,
+                state: InstanceState::Stopped,
+                action: action.into(),
+            })
+        }
+        (state, _) => {
+            return Err(CloudError::InstanceNotRunning {
+                id,
+                state,
+                action: action.into(),
+            })
+        }
+    };
+    let token = console::new_token();
+    app.store
+        .console_session_create(
+            &token,
+            &console::new_session_id(),
+            ctx.scope.app_id(),
+            &id,
+            &host,
+            console::TOKEN_TTL.as_millis() as i64,
+        )
+        .await
+        .map_err(internal)?;
+    Ok(DescribeInstanceVncUrlResponse {
+        instance_vnc_url: console::console_url(ctx.host.as_deref(), ctx.tls, &token),
+    })
 }
 
 // ---------------------------------------------------------------------------

@@ -35,6 +35,7 @@ pub const ACTIONS: &[(&str, &str, &str)] = &[
     ("cvm", "2017-03-12", "DeleteDisasterRecoverGroups"),
     ("cvm", "2017-03-12", "InquiryPriceRunInstances"),
     ("cvm", "2017-03-12", "InquiryPriceResetInstancesType"),
+    ("cvm", "2017-03-12", "DescribeInstanceVncUrl"),
     ("tat", "2020-10-28", "RunCommand"),
     ("tat", "2020-10-28", "DescribeInvocations"),
     ("tat", "2020-10-28", "DescribeInvocationTasks"),
@@ -136,6 +137,7 @@ pub async fn dispatch(app: &App, ctx: &Ctx, call: &Call) -> Result<Value, CloudE
                 "InquiryPriceResetInstancesType" => {
                     route!(app, ctx, p, cvm::inquiry_price_reset_instances_type)
                 }
+                "DescribeInstanceVncUrl" => route!(app, ctx, p, cvm::describe_instance_vnc_url),
                 _ => Err(invalid_action(call)),
             }
         }

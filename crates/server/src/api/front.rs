@@ -44,6 +44,18 @@ pub struct Ctx {
     pub lang: Language,
     /// `X-TC-Region` (or v1 `Region`).
     pub region: Option<String>,
+    /// The `Host` header as received (URLs handed out point there).
+    pub host: Option<String>,
+    /// The caller reached the API over TLS (a proxy said
+    /// `X-Forwarded-Proto: https`); the front itself speaks plain HTTP.
+    pub tls: bool,
+}
+
+fn origin(headers: &HeaderMap) -> (Option<String>, bool) {
+    (
+        header(headers, "host").map(String::from),
+        header(headers, "x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https")),
+    )
 }
 
 /// A request after authentication, ready for dispatch.
@@ -299,6 +311,8 @@ async fn tc3(
         region: header(headers, "x-tc-region")
             .filter(|r| !r.is_empty())
             .map(String::from),
+        host: origin(headers).0,
+        tls: origin(headers).1,
     };
     Ok((
         ctx,
@@ -411,6 +425,8 @@ async fn v1(
         request_id: request_id.to_string(),
         lang,
         region: get("Region").filter(|r| !r.is_empty()).map(String::from),
+        host: origin(headers).0,
+        tls: origin(headers).1,
     };
     Ok((
         ctx,

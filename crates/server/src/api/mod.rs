@@ -1,5 +1,6 @@
-//! The HTTP surface: the Tencent-compatible API on `/`, plus `/healthz` and
-//! `/metrics`.
+//! The HTTP surface: the Tencent-compatible API on `/`, plus `/healthz`,
+//! `/metrics` and the serial-console WebSockets (`/console/v1/<token>`, see
+//! [`crate::console`]).
 
 pub mod cvm;
 pub mod dispatch;
@@ -60,6 +61,10 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(front::handle).post(front::handle))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            &format!("{}{{token}}", crate::console::PATH),
+            get(crate::console::ws_handler),
+        )
         .route(
             "/metrics",
             get(
