@@ -88,6 +88,53 @@ def _run_command(t, iid, script, timeout=120):
     return wait_for("the command to finish", task, timeout=timeout, interval=0.5)
 
 
+def _ws_console(url, send, want, timeout=30):
+    """A minimal WebSocket client (RFC 6455, standard library only): connects
+    to url, sends `send` as a binary frame and reads until `want` appears."""
+    import socket
+    import struct
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    s = socket.create_connection((u.hostname, u.port or 80), timeout=timeout)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(1)
+        if not chunk:
+            break
+        head += chunk
+    status = head.split(b"\r\n", 1)[0]
+    if b" 101 " not in status:
+        s.close()
+        return status.decode(), ""
+    mask = os.urandom(4)
+    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(send))
+    s.sendall(bytes([0x82, 0x80 | len(payload)]) + mask + payload)
+    got = b""
+    end = time.monotonic() + timeout
+    while want.encode() not in got and time.monotonic() < end:
+        hdr = s.recv(2)
+        if len(hdr) < 2:
+            break
+        n = hdr[1] & 0x7F
+        if n == 126:
+            n = struct.unpack(">H", s.recv(2))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", s.recv(8))[0]
+        data = b""
+        while len(data) < n:
+            data += s.recv(n - len(data))
+        if hdr[0] & 0x0F == 0x8:
+            break
+        if hdr[0] & 0x0F in (0x1, 0x2):
+            got += data
+    s.close()
+    return status.decode(), got.decode(errors="replace")
+
+
 def _state(t, iid):
     r = t.ok("cvm", "DescribeInstances", "--InstanceIds", json.dumps([iid]))
     return r["InstanceSet"][0] if r["InstanceSet"] else None
@@ -171,6 +218,14 @@ def test_vm_lifecycle_with_ssh_user_data_tat_and_a_container_beside_it(cloud_fac
     s = _run_command(t, iid, "echo oops >&2; exit 3")
     assert (s["TaskStatus"], s["TaskResult"]["ExitCode"]) == ("FAILED", 3)
     assert base64.b64decode(s["TaskResult"]["Output"]).decode().strip() == "oops"
+
+    # The serial console through DescribeInstanceVncUrl: a single-use WebSocket URL.
+    url = t.ok("cvm", "DescribeInstanceVncUrl", "--InstanceId", iid)["InstanceVncUrl"]
+    assert url.startswith("ws://127.0.0.1:")
+    status, out = _ws_console(url, b"\n", "login:")
+    assert " 101 " in status and "login:" in out, (status, out)
+    status, _ = _ws_console(url, b"\n", "login:")
+    assert " 404 " in status, "a console URL works once"
 
     # Soft stop: the guest shuts down, QEMU and the tap go.
     t.ok("cvm", "StopInstances", "--InstanceIds", json.dumps([iid]), "--StopType", "SOFT")
