@@ -602,7 +602,14 @@ pub fn numa_node_for(sysfs: &Path, gpus: &[String]) -> Option<u32> {
 impl QemuRuntime {
     /// A runtime; with [`AccelChoice::Auto`] the KVM probe runs in the
     /// background (its verdict is cached in the state directory).
-    pub fn new(cfg: QemuConfig, vfio: Vfio) -> Self {
+    pub fn new(mut cfg: QemuConfig, vfio: Vfio) -> Self {
+        // QEMU -daemonize changes directory to `/`: every path it gets must
+        // be absolute, whatever --data-dir the operator gave.
+        for p in [&mut cfg.state_dir, &mut cfg.images_dir] {
+            if let Ok(abs) = std::path::absolute(&*p) {
+                *p = abs;
+            }
+        }
         let verdict = Arc::new(OnceLock::new());
         match cfg.accel {
             AccelChoice::Tcg => {
