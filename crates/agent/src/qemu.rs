@@ -15,9 +15,9 @@
 //! it (see [`crate::doctor::probe_guest`]); otherwise TCG, and the host's
 //! details say why.
 //!
-//! A VM is `RUNNING` once its guest agent answers `guest-ping` (or, for images
-//! without one, once the console shows a login prompt) — not merely once QEMU
-//! runs. Soft stops ask the guest agent to power off, else press the ACPI power
+//! A VM is `RUNNING` once its guest agent answers `guest-ping` or the console
+//! shows this boot's login prompt (cloud images without a guest agent) — not
+//! merely once QEMU runs. Soft stops ask the guest agent to power off, else press the ACPI power
 //! button; `SOFT_FIRST` pulls the plug after a timeout. Commands (TAT) run
 //! through the guest agent's `guest-exec`.
 //!
@@ -111,7 +111,8 @@ pub struct VmImage {
     /// Kernel command line.
     #[serde(default)]
     pub cmdline: Option<String>,
-    /// Whether the image runs the QEMU guest agent (default: yes).
+    /// Whether the image runs the QEMU guest agent (default: yes; `false`
+    /// skips asking it, readiness is then the console login prompt alone).
     #[serde(default = "yes")]
     pub guest_agent: bool,
 }
@@ -907,7 +908,13 @@ impl QemuRuntime {
 
     /// Waits until the guest is up: the guest agent answers, or (images
     /// without one) the console shows a login prompt.
-    async fn wait_ready(&self, id: &str, pid: i32, image: &VmImage) -> Result<(), RuntimeError> {
+    async fn wait_ready(
+        &self,
+        id: &str,
+        pid: i32,
+        image: &VmImage,
+        console_from: u64,
+    ) -> Result<(), RuntimeError> {
         let dir = self.dir(id);
         let deadline = Instant::now() + self.cfg.boot_timeout;
         let lock = self.qga_lock(id);
@@ -932,9 +939,13 @@ impl QemuRuntime {
                 {
                     return Ok(());
                 }
-            } else if std::fs::read_to_string(dir.join("console.log"))
-                .is_ok_and(|c| c.contains("login: "))
-            {
+            }
+            // Images without a guest agent (most cloud images): the login
+            // prompt on the console, printed by this boot.
+            if std::fs::read(dir.join("console.log")).is_ok_and(|c| {
+                c.get(console_from as usize..)
+                    .is_some_and(|new| new.windows(7).any(|w| w == b"login: "))
+            }) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1127,7 +1138,7 @@ impl Runtime for QemuRuntime {
         let id = &spec.instance_id;
         let (_, image) = self.image_paths(spec)?;
         if let Some(pid) = self.pid(id) {
-            return self.wait_ready(id, pid, &image).await;
+            return self.wait_ready(id, pid, &image, 0).await;
         }
         self.update(spec).await?;
         let dir = self.dir(id);
@@ -1190,6 +1201,7 @@ impl Runtime for QemuRuntime {
         for f in ["qmp.sock", "qga.sock", "serial.sock", "qemu.pid"] {
             let _ = std::fs::remove_file(dir.join(f));
         }
+        let console_from = std::fs::metadata(dir.join("console.log")).map_or(0, |m| m.len());
         let mut cmd = match &net {
             Some((ns, _)) => {
                 let mut c = Command::new("nsenter");
@@ -1213,7 +1225,7 @@ impl Runtime for QemuRuntime {
                 console_tail(&dir)
             )));
         };
-        if let Err(e) = self.wait_ready(id, pid, &image).await {
+        if let Err(e) = self.wait_ready(id, pid, &image, console_from).await {
             self.hard_stop(id, pid).await;
             let _ = self.after_exit(id).await;
             return Err(e);
