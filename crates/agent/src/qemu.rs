@@ -600,6 +600,17 @@ pub fn numa_node_for(sysfs: &Path, gpus: &[String]) -> Option<u32> {
     found
 }
 
+/// The CPUs of a host NUMA node (`0-15,32-47`), from sysfs.
+pub fn node_cpulist(sysfs: &Path, node: u32) -> Option<String> {
+    let l = std::fs::read_to_string(sysfs.join(format!("devices/system/node/node{node}/cpulist")))
+        .ok()?;
+    let l = l.trim();
+    (!l.is_empty()
+        && l.chars()
+            .all(|c| c.is_ascii_digit() || c == '-' || c == ','))
+    .then(|| l.to_string())
+}
+
 impl QemuRuntime {
     /// A runtime; with [`AccelChoice::Auto`] the KVM probe runs in the
     /// background (its verdict is cached in the state directory).
@@ -1202,17 +1213,25 @@ impl Runtime for QemuRuntime {
             let _ = std::fs::remove_file(dir.join(f));
         }
         let console_from = std::fs::metadata(dir.join("console.log")).map_or(0, |m| m.len());
-        let mut cmd = match &net {
-            Some((ns, _)) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}"))
-                    .arg("--")
-                    .arg(&self.cfg.qemu_bin);
-                c
-            }
-            None => Command::new(&self.cfg.qemu_bin),
-        };
-        cmd.args(qemu_args(&launch));
+        // The launcher chain: into the VPC's namespace, onto the GPUs' NUMA
+        // node's CPUs (memory is bound by QEMU itself), then QEMU.
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some((ns, _)) = &net {
+            argv.extend([
+                "nsenter".into(),
+                format!("--net=/run/netns/{ns}").into(),
+                "--".into(),
+            ]);
+        }
+        if let Some(cpus) = launch
+            .numa_node
+            .and_then(|n| node_cpulist(Path::new("/sys"), n))
+        {
+            argv.extend(["taskset".into(), "-c".into(), cpus.into()]);
+        }
+        argv.push(self.cfg.qemu_bin.clone().into_os_string());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]).args(qemu_args(&launch));
         tracing::info!(instance = %id, accel = %accel.accel, "starting VM");
         if let Err(e) = run_ok(&mut cmd, "QEMU did not start").await {
             let _ = self.after_exit(id).await;
@@ -1591,6 +1610,9 @@ mod tests {
             None
         );
         assert_eq!(numa_node_for(s, &[]), None);
+        std::fs::write(s.join("devices/system/node/node1/cpulist"), "16-31,48-63\n").unwrap();
+        assert_eq!(node_cpulist(s, 1).as_deref(), Some("16-31,48-63"));
+        assert_eq!(node_cpulist(s, 0), None);
         std::fs::remove_dir_all(s.join("devices/system/node/node1")).unwrap();
         assert_eq!(numa_node_for(s, &g(&["0000:18:00.0"])), None);
     }
