@@ -15,7 +15,10 @@ ensure_postgres
 # The privileged host tests: containers (runc), network namespaces (iproute2),
 # nftables checks in doctor, VMs (QEMU, qemu-img, genisoimage for seeds, an
 # SSH client to log in).
-apt_install runc iproute2 nftables qemu-system-x86 qemu-utils genisoimage openssh-client
+apt_install runc iproute2 nftables qemu-system-x86 genisoimage openssh-client
+# Separately: a qemu-utils from elsewhere (backports) can be removed by the
+# install above; this puts Debian's back.
+apt_install qemu-utils
 say "built-in images for the end-to-end tests (target/test-images)"
 for kind in container vm; do
   [ -f "$root/target/test-images/$kind/image.json" ] || bash "$root/images/$kind/build.sh" "$root/target/test-images/$kind" >&2

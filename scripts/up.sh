@@ -13,7 +13,8 @@ ensure_rust
 ensure_venv "$root"
 # runc runs container instances and QEMU virtual machines on this machine
 # (when gpucloud runs as root).
-apt_install runc iproute2 qemu-system-x86 qemu-utils genisoimage
+apt_install runc iproute2 qemu-system-x86 genisoimage
+apt_install qemu-utils   # separately: see scripts/test.sh
 say "building gpucloud (release)"
 (cd "$root" && cargo build --release --locked -p gpucloud >&2)
 
