@@ -15,7 +15,7 @@ def test_lifecycle_with_tccli(cloud_factory, workdir):
     types = t.ok("cvm", "DescribeInstanceTypeConfigs", "--Filters",
                  json.dumps([{"Name": "instance-family", "Values": ["GT5"]}]))
     assert {x["InstanceType"] for x in types["InstanceTypeConfigSet"]} == {
-        "GT5.6XLARGE240", "GT5.12XLARGE480", "GT5.24XLARGE960", "GT5.48XLARGE1920"}
+        "GT5.2XLARGE40", "GT5.6XLARGE240", "GT5.12XLARGE480", "GT5.24XLARGE960", "GT5.48XLARGE1920"}
     images = t.ok("cvm", "DescribeImages", "--Filters", json.dumps([{"Name": "image-id", "Values": ["img-gc0ubt22"]}]))
     assert images["TotalCount"] == 1
 
