@@ -240,6 +240,12 @@ def test_vm_lifecycle_with_ssh_user_data_tat_and_a_container_beside_it(cloud_fac
     out = wait_for("SSH after the restart", ssh_ready, timeout=120, interval=0.5).split()
     assert out[0] == inst["HostName"] and out[5:] == ["made-by-user-data"], out
 
+    # `poweroff` inside the guest: the instance is honestly STOPPED, not restarted.
+    _ssh(ns, key_file, ip, "(sleep 0.2; poweroff) >/dev/null 2>&1 &")
+    wait_for("the guest's own poweroff to show", lambda: _state(t, iid)["InstanceState"] == "STOPPED",
+             timeout=90, interval=0.5)
+    assert _qemu_of(iid) == []
+
     # Terminate: no QEMU, no disks, no tap, no namespace left.
     t.ok("cvm", "TerminateInstances", "--InstanceIds", json.dumps([iid, cid]))
     wait_for("both instances to go", lambda: t.ok("cvm", "DescribeInstances", "--InstanceIds",

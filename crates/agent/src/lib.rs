@@ -61,6 +61,10 @@ pub struct AgentOptions {
     /// How often the inventory is read again (GPU health changes); it is
     /// re-registered when it changed. `None`: never (simulated hosts).
     pub inventory_every: Option<Duration>,
+    /// How often running instances are checked for having powered
+    /// themselves off (a guest's `poweroff`); they are then reported stopped,
+    /// not restarted. `None`: never (simulated hosts).
+    pub power_check: Option<Duration>,
 }
 
 impl Default for AgentOptions {
@@ -71,6 +75,7 @@ impl Default for AgentOptions {
             report_delay: Duration::from_millis(20),
             retry: Duration::from_secs(2),
             inventory_every: Some(Duration::from_secs(10)),
+            power_check: Some(Duration::from_secs(3)),
         }
     }
 }
@@ -96,6 +101,9 @@ struct Slot {
     reboots: i64,
     /// Whether this instance was found running when the agent started.
     adopted: bool,
+    /// The guest powered itself off while it should run: reported stopped,
+    /// and left so until the control plane sends a newer spec.
+    guest_off: bool,
     /// The convergence task in flight: its number, the power it works
     /// towards, and how to cancel it.
     task: Option<(u64, DesiredPower, tokio::task::AbortHandle)>,
@@ -239,6 +247,8 @@ impl Agent {
         let mut consoles: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut generation = 0i64;
         let mut dirty = false;
+        let mut power_tick =
+            tokio::time::interval(self.opts.power_check.unwrap_or(Duration::from_secs(3600)));
         let mut inventory_tick = tokio::time::interval(
             self.opts
                 .inventory_every
@@ -287,6 +297,7 @@ impl Agent {
                                 reboots: spec.reboot_seq,
                                 adopted: adopted.is_some(),
                                 busy: false,
+                                guest_off: false,
                                 task: None,
                                 spec: spec.clone(),
                             }
@@ -409,6 +420,25 @@ impl Agent {
                         }
                     }
                 }
+                _ = power_tick.tick(), if self.opts.power_check.is_some() => {
+                    for slot in slots.values_mut() {
+                        if slot.busy
+                            || slot.spec.power != DesiredPower::Running
+                            || slot.status.power != ObservedPower::Running
+                        {
+                            continue;
+                        }
+                        let Some(rt) = self.runtime_for(&slot.spec) else {
+                            continue;
+                        };
+                        if let Ok(Some(Power::Stopped)) = rt.status(&slot.spec.instance_id).await {
+                            tracing::info!(instance = %slot.spec.instance_id, "the instance powered itself off");
+                            slot.status.power = ObservedPower::Stopped;
+                            slot.guest_off = true;
+                            dirty = true;
+                        }
+                    }
+                }
                 _ = heartbeat.tick() => {
                     // Retry failed removals; re-report for liveness.
                     for slot in slots.values_mut() {
@@ -450,6 +480,7 @@ impl Agent {
 
     fn spawn_converge(&self, slot: &mut Slot, done: mpsc::Sender<Box<Done>>) {
         slot.busy = true;
+        slot.guest_off = false;
         let spec = slot.spec.clone();
         let task = self
             .next_task
@@ -593,7 +624,8 @@ fn needs_work(slot: &Slot) -> bool {
     }
     match slot.spec.power {
         DesiredPower::Running => {
-            s.power != ObservedPower::Running || slot.reboots < slot.spec.reboot_seq
+            (s.power != ObservedPower::Running && !slot.guest_off)
+                || slot.reboots < slot.spec.reboot_seq
         }
         DesiredPower::Stopped => s.power != ObservedPower::Stopped,
         DesiredPower::Absent => s.power != ObservedPower::Absent,

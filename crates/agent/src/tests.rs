@@ -143,6 +143,7 @@ fn start_agent(
             report_delay: Duration::from_millis(1),
             retry: Duration::from_millis(10),
             inventory_every: None,
+            power_check: Some(Duration::from_millis(20)),
         },
     );
     let (tx, rx) = watch::channel(false);
@@ -218,6 +219,43 @@ async fn terminating_a_booting_instance_does_not_wait_for_the_boot() {
     .await;
     assert!(asked.elapsed() < Duration::from_secs(5));
     assert_eq!(rt.status("ins-a").await.unwrap(), None);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_guest_that_powers_itself_off_is_reported_stopped_not_restarted() {
+    let cp = Arc::new(FakeControlPlane::default());
+    let rt = Arc::new(SimRuntime::new(Duration::ZERO, Duration::ZERO));
+    let (stop, task) = start_agent(cp.clone(), rt.clone());
+    cp.set(1, vec![spec("ins-a", 1, DesiredPower::Running, 0)]);
+    cp.wait_for("ins-a", |s| s.power == ObservedPower::Running)
+        .await;
+    // The guest shuts down by itself (`poweroff` inside).
+    rt.stop("ins-a", StopType::Hard).await.unwrap();
+    cp.wait_for("ins-a", |s| {
+        s.power == ObservedPower::Stopped && s.spec_generation == 1
+    })
+    .await;
+    // The same desired state again (another instance changed): not restarted.
+    cp.set(
+        2,
+        vec![
+            spec("ins-a", 1, DesiredPower::Running, 0),
+            spec("ins-b", 2, DesiredPower::Running, 0),
+        ],
+    );
+    cp.wait_for("ins-b", |s| s.power == ObservedPower::Running)
+        .await;
+    assert_eq!(rt.status("ins-a").await.unwrap(), Some(Power::Stopped));
+    assert_eq!(cp.last("ins-a").unwrap().power, ObservedPower::Stopped);
+    // The owner starts it again: a newer spec runs it.
+    cp.set(3, vec![spec("ins-a", 3, DesiredPower::Running, 0)]);
+    cp.wait_for("ins-a", |s| {
+        s.power == ObservedPower::Running && s.spec_generation == 3
+    })
+    .await;
+    assert_eq!(rt.status("ins-a").await.unwrap(), Some(Power::Running));
     stop.send(true).unwrap();
     task.await.unwrap();
 }
@@ -325,6 +363,7 @@ async fn a_changed_inventory_is_registered_again_and_only_then() {
             report_delay: Duration::from_millis(1),
             retry: Duration::from_millis(10),
             inventory_every: Some(Duration::from_millis(20)),
+            power_check: None,
         },
     );
     let (tx, rx) = watch::channel(false);

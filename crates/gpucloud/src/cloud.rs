@@ -242,6 +242,7 @@ pub async fn start(opts: &CloudOptions) -> Result<Cloud> {
             report_delay: Duration::from_millis(10),
             retry: Duration::from_secs(1),
             inventory_every: None,
+            power_check: None,
         };
         for h in hosts {
             let rt: Arc<dyn Runtime> = Arc::new(SimRuntime::new(opts.sim_boot, opts.sim_stop));

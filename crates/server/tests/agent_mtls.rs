@@ -117,6 +117,7 @@ async fn an_agent_joins_with_a_token_and_runs_instances_over_mtls() {
             report_delay: Duration::from_millis(2),
             retry: Duration::from_millis(100),
             inventory_every: None,
+            power_check: None,
         },
     );
     tokio::spawn(agent.run(rx));

@@ -284,6 +284,7 @@ async fn a_console_relays_bytes_both_ways_through_an_mtls_agent() {
             report_delay: Duration::from_millis(2),
             retry: Duration::from_millis(100),
             inventory_every: None,
+            power_check: None,
         },
     );
     tokio::spawn(agent.run(rx));

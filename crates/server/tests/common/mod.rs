@@ -80,6 +80,7 @@ impl TestCloud {
                     report_delay: Duration::from_millis(2),
                     retry: Duration::from_millis(100),
                     inventory_every: None,
+                    power_check: None,
                 },
             );
             tokio::spawn(agent.run(rx.clone()));
