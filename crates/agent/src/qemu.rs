@@ -1022,20 +1022,11 @@ pub fn probe_accel(qemu: &Path, cache: &Path) -> AccelVerdict {
             why: "no /dev/kvm (no hardware virtualisation here): software emulation (TCG)".into(),
         }
     } else {
-        match crate::doctor::probe_guest(qemu, "kvm", Duration::from_secs(10)) {
-            Ok(t) => {
-                let tcg = crate::doctor::probe_guest(qemu, "tcg", Duration::from_secs(30)).ok();
-                match crate::doctor::kvm_verdict(t, tcg) {
-                    Ok(()) => AccelVerdict {
-                        accel: "kvm".into(),
-                        why: format!("KVM runs a probe guest in {} ms", t.as_millis()),
-                    },
-                    Err(why) => AccelVerdict {
-                        accel: "tcg".into(),
-                        why: format!("KVM is not usable ({why}): software emulation (TCG)"),
-                    },
-                }
-            }
+        match crate::doctor::kvm_usable(qemu) {
+            Ok(t) => AccelVerdict {
+                accel: "kvm".into(),
+                why: format!("KVM runs a probe guest in {} ms", t.as_millis()),
+            },
             Err(why) => AccelVerdict {
                 accel: "tcg".into(),
                 why: format!("KVM is not usable ({why}): software emulation (TCG)"),
@@ -1147,7 +1138,7 @@ impl Runtime for QemuRuntime {
 
     async fn start(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
         let id = &spec.instance_id;
-        let (_, image) = self.image_paths(spec)?;
+        let (base, image) = self.image_paths(spec)?;
         if let Some(pid) = self.pid(id) {
             return self.wait_ready(id, pid, &image, 0).await;
         }
@@ -1183,12 +1174,7 @@ impl Runtime for QemuRuntime {
                 return Err(e);
             }
         };
-        let base_dir = self
-            .image_paths(spec)?
-            .0
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let base_dir = base.parent().map(Path::to_path_buf).unwrap_or_default();
         let launch = Launch {
             id: id.clone(),
             accel: accel.accel.clone(),

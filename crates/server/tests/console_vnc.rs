@@ -13,7 +13,6 @@ use gpucloud_agent::sim::{SimHost, SimRuntime};
 use gpucloud_agent::{Agent, AgentOptions};
 use gpucloud_agent_api::{InstanceSpec, RuntimeKind};
 use gpucloud_server::pki::Pki;
-use gpucloud_store::images::ImageRow;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,32 +20,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::{self, Message};
-
-async fn vm_image(cloud: &TestCloud) {
-    cloud
-        .app
-        .store
-        .image_upsert(&ImageRow {
-            image_id: "img-gcvmtest".into(),
-            app_id: None,
-            name: "vm".into(),
-            os_name: "Debian".into(),
-            platform: "Debian".into(),
-            description: String::new(),
-            size_gib: 2,
-            architecture: "x86_64".into(),
-            image_type: "PUBLIC_IMAGE".into(),
-            source: "IMPORT".into(),
-            state: "NORMAL".into(),
-            runtime: "qemu".into(),
-            location: "vm/disk.qcow2".into(),
-            gpu_driver: false,
-            tags: vec![("runtime".into(), "qemu".into())],
-            created_at: 0,
-        })
-        .await
-        .unwrap();
-}
 
 async fn run_vm(c: &gpucloud_client::Client) -> String {
     let r = c

@@ -6,36 +6,13 @@ mod common;
 
 use common::*;
 use gpucloud_agent_api::{ControlPlane, HostInventory, RuntimeKind};
-use gpucloud_store::images::ImageRow;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_image_needs_a_host_that_runs_vms() {
     let cloud = TestCloud::start("1*CPU").await;
     let (t, _) = cloud.tenant("t").await;
-    cloud
-        .app
-        .store
-        .image_upsert(&ImageRow {
-            image_id: "img-gcvmtest".into(),
-            app_id: None,
-            name: "vm".into(),
-            os_name: "Debian".into(),
-            platform: "Debian".into(),
-            description: String::new(),
-            size_gib: 2,
-            architecture: "x86_64".into(),
-            image_type: "PUBLIC_IMAGE".into(),
-            source: "IMPORT".into(),
-            state: "NORMAL".into(),
-            runtime: "qemu".into(),
-            location: "vm/disk.qcow2".into(),
-            gpu_driver: false,
-            tags: vec![("runtime".into(), "qemu".into())],
-            created_at: 0,
-        })
-        .await
-        .unwrap();
+    vm_image(&cloud).await;
     let params = json!({
         "Placement": {"Zone": "ap-guangzhou-3"},
         "ImageId": "img-gcvmtest",

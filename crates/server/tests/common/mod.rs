@@ -9,6 +9,7 @@ use gpucloud_agent::{Agent, AgentOptions};
 use gpucloud_agent_api::ControlPlane;
 use gpucloud_client::Client;
 use gpucloud_server::{App, Config};
+use gpucloud_store::images::ImageRow;
 use gpucloud_store::{SecretBox, Store};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -198,4 +199,31 @@ pub fn code(r: Result<Value, gpucloud_client::ClientError>) -> String {
         Ok(v) => format!("OK {v}"),
         Err(e) => e.code().unwrap_or("TRANSPORT").to_string(),
     }
+}
+
+/// Registers a public VM image `img-gcvmtest` (runtime `qemu`).
+pub async fn vm_image(cloud: &TestCloud) {
+    cloud
+        .app
+        .store
+        .image_upsert(&ImageRow {
+            image_id: "img-gcvmtest".into(),
+            app_id: None,
+            name: "vm".into(),
+            os_name: "Debian".into(),
+            platform: "Debian".into(),
+            description: String::new(),
+            size_gib: 2,
+            architecture: "x86_64".into(),
+            image_type: "PUBLIC_IMAGE".into(),
+            source: "IMPORT".into(),
+            state: "NORMAL".into(),
+            runtime: "qemu".into(),
+            location: "vm/disk.qcow2".into(),
+            gpu_driver: false,
+            tags: vec![("runtime".into(), "qemu".into())],
+            created_at: 0,
+        })
+        .await
+        .unwrap();
 }
