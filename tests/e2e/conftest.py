@@ -66,6 +66,7 @@ class Cloud:
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(args, stdout=logf, stderr=logf, env={**os.environ, "GPUCLOUD_LOG": "info,sqlx=warn"})
         creds = wait_for("gpucloud up to write its credentials", lambda: self._creds(cred), timeout=60)
+        assert cred.stat().st_mode & 0o777 == 0o600, "credentials.json must be private (0600)"
         self.endpoint = creds["Endpoint"]
         self.secret_id = creds["SecretId"]
         self.secret_key = creds["SecretKey"]
@@ -82,6 +83,8 @@ class Cloud:
         return c if c.get("Endpoint", "").rsplit(":", 1)[-1] not in ("", "0") else None
 
     def stop(self, sig=signal.SIGTERM):
+        """Stops `up` with SIGTERM (or SIGINT): it must shut down cleanly,
+        exit status 0, within 30 s."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -89,6 +92,9 @@ class Cloud:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                raise AssertionError(f"gpucloud up did not stop within 30 s of {sig.name}")
+            assert self.proc.returncode == 0, \
+                f"gpucloud up exited with {self.proc.returncode} on {sig.name}; log: {self.log.read_text()[-2000:]}"
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
@@ -132,8 +138,47 @@ def cloud_factory(workdir):
         return c
 
     yield make
-    for c in clouds:
-        c.stop()
+    try:
+        for c in clouds:
+            c.stop()
+    finally:
+        for c in clouds:
+            _reap_host_leftovers(c.data_dir)
+
+
+def _reap_host_leftovers(data_dir):
+    """After a failed test, what its cloud left running on this host (VMs and
+    containers outlive `up` by design) would linger into later tests: kill
+    the QEMU processes and runc containers under its data directory, unmount
+    what is mounted there and drop VPC namespaces nothing runs in."""
+    if os.geteuid() != 0:
+        return
+    d = str(data_dir)
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                args = (p / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if args and b"qemu-system" in args[0] and any(d.encode() in a for a in args):
+                try:
+                    os.kill(int(p.name), signal.SIGKILL)
+                except OSError:
+                    pass
+    runc_root = data_dir / "agent" / "runc"
+    if runc_root.exists():
+        ids = subprocess.run(["runc", "--root", str(runc_root), "list", "-q"],
+                             capture_output=True, text=True).stdout.split()
+        for i in ids:
+            subprocess.run(["runc", "--root", str(runc_root), "delete", "-f", i], capture_output=True)
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for m in sorted((m for m in mounts if m.startswith(d)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+    for ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split("\n"):
+        name = ns.split(" ")[0]
+        if name.startswith("gcv-") and not subprocess.run(["ip", "netns", "pids", name],
+                                                          capture_output=True, text=True).stdout.strip():
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def call(client, action, params):

@@ -115,7 +115,7 @@ def test_retries_dry_runs_and_refusals(cloud_factory):
 
     # Exact error codes for bad input.
     assert error_code(c, "RunInstances", {"Placement": {"Zone": "ap-guangzhou-9"}, "ImageId": "img-gc0ubt22"}) \
-        == "ResourceUnavailable.InstanceType"
+        == "InvalidZone.MismatchRegion"
     assert error_code(c, "RunInstances", {"Placement": {"Zone": "ap-beijing-1"}, "ImageId": "img-gc0ubt22"}) \
         == "InvalidZone.MismatchRegion"
     assert error_code(c, "RunInstances", {"Placement": {"Zone": ZONE}, "ImageId": "img-nothere1"}) \

@@ -75,9 +75,10 @@ def _netns():
     return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
 
-def _run_command(t, iid, script, timeout=120):
+def _run_command(t, iid, script, timeout=120, *extra, command_timeout=60):
     inv = t.ok("tat", "RunCommand", "--InstanceIds", json.dumps([iid]),
-               "--Content", base64.b64encode(script.encode()).decode(), "--Timeout", "60")["InvocationId"]
+               "--Content", base64.b64encode(script.encode()).decode(),
+               "--Timeout", str(command_timeout), *extra)["InvocationId"]
 
     def task():
         r = t.ok("tat", "DescribeInvocationTasks", "--HideOutput", "False",
@@ -218,6 +219,16 @@ def test_vm_lifecycle_with_ssh_user_data_tat_and_a_container_beside_it(cloud_fac
     s = _run_command(t, iid, "echo oops >&2; exit 3")
     assert (s["TaskStatus"], s["TaskResult"]["ExitCode"]) == ("FAILED", 3)
     assert base64.b64decode(s["TaskResult"]["Output"]).decode().strip() == "oops"
+    s = _run_command(t, iid, "id -u; pwd", 120, "--Username", "nobody", "--WorkingDirectory", "/tmp")
+    assert (s["TaskStatus"], base64.b64decode(s["TaskResult"]["Output"]).decode().split()) == \
+        ("SUCCESS", ["65534", "/tmp"]), s
+    # Past its Timeout the command's whole tree is killed; what it printed is kept.
+    s = _run_command(t, iid, "echo before; sleep 301 & sh -c 'sleep 302'; echo never", 120, command_timeout=2)
+    assert s["TaskStatus"] == "TIMEOUT", s
+    out = base64.b64decode(s["TaskResult"]["Output"]).decode()
+    assert out.startswith("before") and "never" not in out, out
+    s = _run_command(t, iid, "ps -o args | grep -c '[s]leep 30[12]' || true")
+    assert base64.b64decode(s["TaskResult"]["Output"]).decode().strip() == "0", "processes left behind"
 
     # The serial console through DescribeInstanceVncUrl: a single-use WebSocket URL.
     url = t.ok("cvm", "DescribeInstanceVncUrl", "--InstanceId", iid)["InstanceVncUrl"]

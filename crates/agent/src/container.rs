@@ -589,48 +589,188 @@ impl Runtime for ContainerRuntime {
         }
         let script = String::from_utf8_lossy(&req.script).to_string();
         let mut cmd = self.runc();
+        // The exec'd process's host PID, to kill its whole tree at the timeout.
+        let pid_file = self.bundle(id).join(format!(
+            "exec-{}.pid",
+            EXEC_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         cmd.args(["exec", "--cwd", &req.working_directory]);
-        if req.username != "root" {
-            // Inside the container, resolve the user the way the container does.
-            let resolve = format!(
-                "id -u {u} >/dev/null 2>&1 || {{ echo 'no user {u} in the instance' >&2; exit 126; }}; exec su -s /bin/sh {u} -c \"$0\"",
-                u = req.username
-            );
-            cmd.args([id, "/bin/sh", "-c", &resolve, &script]);
-        } else {
-            cmd.args([id, "/bin/sh", "-c", &script]);
-        }
+        cmd.arg("--pid-file").arg(&pid_file);
+        // The user as the instance knows it (its own /etc/passwd); runc
+        // switches to it, so the image needs no su and the container keeps
+        // its reduced capabilities.
+        let Some(user) = passwd_entry(&self.bundle(id).join("rootfs"), &req.username) else {
+            return Ok(ExecOutput {
+                exit_code: 126,
+                output: format!("no user {} in the instance\n", req.username).into_bytes(),
+                timed_out: false,
+            });
+        };
+        cmd.arg("--user")
+            .arg(format!("{}:{}", user.uid, user.gid))
+            .args(
+                user.groups
+                    .iter()
+                    .flat_map(|g| ["--additional-gids".to_string(), g.to_string()]),
+            )
+            .args(["--env", &format!("HOME={}", user.home)])
+            .args(["--env", &format!("USER={}", req.username)])
+            .args(["--env", &format!("LOGNAME={}", req.username)]);
+        cmd.args([id, "/bin/sh", "-c", &script]);
         cmd.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let child = cmd.spawn().map_err(|e| err("running runc exec", e))?;
-        match tokio::time::timeout(req.timeout, child.wait_with_output()).await {
-            Ok(Ok(out)) => {
-                let mut output = out.stdout;
-                output.extend_from_slice(&out.stderr);
-                let code = out.status.code().map_or_else(
-                    || {
-                        use std::os::unix::process::ExitStatusExt;
-                        128 + i64::from(out.status.signal().unwrap_or(9))
-                    },
-                    i64::from,
-                );
-                Ok(ExecOutput {
-                    exit_code: code,
-                    output,
-                    timed_out: false,
-                })
+        let mut child = cmd.spawn().map_err(|e| err("running runc exec", e))?;
+        // Output is read as it comes, so a command killed at its timeout
+        // still returns what it printed.
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let mut readers = Vec::new();
+        if let Some(s) = child.stdout.take() {
+            readers.push(tokio::spawn(collect(s, out.clone())));
+        }
+        if let Some(s) = child.stderr.take() {
+            readers.push(tokio::spawn(collect(s, out.clone())));
+        }
+        let waited = tokio::time::timeout(req.timeout, child.wait()).await;
+        let timed_out = waited.is_err();
+        let status = match waited {
+            Ok(r) => r.map_err(|e| err("waiting for the command", e))?,
+            Err(_) => {
+                if let Some(pid) = std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                {
+                    crate::runtime::kill_process_tree(pid);
+                }
+                let _ = child.start_kill();
+                child
+                    .wait()
+                    .await
+                    .map_err(|e| err("waiting for the command", e))?
             }
-            Ok(Err(e)) => Err(err("waiting for the command", e)),
-            Err(_) => Ok(ExecOutput {
-                exit_code: 137,
-                output: format!(
-                    "the command ran longer than {} s and was killed\n",
+        };
+        for r in readers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+        }
+        let _ = std::fs::remove_file(&pid_file);
+        let mut output = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
+        if timed_out {
+            output.extend_from_slice(
+                format!(
+                    "\nthe command ran longer than {} s and was killed\n",
                     req.timeout.as_secs()
                 )
-                .into_bytes(),
+                .as_bytes(),
+            );
+            return Ok(ExecOutput {
+                exit_code: 137,
+                output,
                 timed_out: true,
-            }),
+            });
         }
+        let code = status.code().map_or_else(
+            || {
+                use std::os::unix::process::ExitStatusExt;
+                128 + i64::from(status.signal().unwrap_or(9))
+            },
+            i64::from,
+        );
+        Ok(ExecOutput {
+            exit_code: code,
+            output,
+            timed_out: false,
+        })
+    }
+}
+
+/// A user of an instance, from its root file system.
+#[derive(Debug, PartialEq, Eq)]
+struct PasswdEntry {
+    uid: u32,
+    gid: u32,
+    home: String,
+    groups: Vec<u32>,
+}
+
+/// Reads `name` from `<rootfs>/etc/passwd` (and its supplementary groups
+/// from `/etc/group`). The tenant owns those files: symbolic links are not
+/// followed (they could point at the host's files), and lines that do not
+/// parse are skipped.
+fn passwd_entry(rootfs: &Path, name: &str) -> Option<PasswdEntry> {
+    fn read_plain(p: &Path) -> Option<String> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let etc = p.parent()?;
+        if std::fs::symlink_metadata(etc)
+            .ok()?
+            .file_type()
+            .is_symlink()
+        {
+            return None;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(p)
+            .ok()?;
+        if !f.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut s = String::new();
+        f.by_ref().take(4 << 20).read_to_string(&mut s).ok()?;
+        Some(s)
+    }
+    if name.is_empty() || name.contains(':') {
+        return None;
+    }
+    let passwd = read_plain(&rootfs.join("etc/passwd"))?;
+    let mut entry = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 7 && f[0] == name).then(|| {
+            Some(PasswdEntry {
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: if f[5].is_empty() {
+                    "/".into()
+                } else {
+                    f[5].to_string()
+                },
+                groups: vec![],
+            })
+        })?
+    })?;
+    if let Some(group) = read_plain(&rootfs.join("etc/group")) {
+        for l in group.lines() {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
+                if let Ok(g) = f[2].parse::<u32>() {
+                    if g != entry.gid && !entry.groups.contains(&g) {
+                        entry.groups.push(g);
+                    }
+                }
+            }
+        }
+    }
+    Some(entry)
+}
+
+/// Numbers the PID files of concurrent commands.
+static EXEC_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Appends everything a pipe yields to `out`, until it closes. The grandchildren
+/// of a killed command may hold the pipe: the caller bounds the wait.
+async fn collect(
+    mut r: impl tokio::io::AsyncRead + Unpin,
+    out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        out.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(&buf[..n]);
     }
 }
 
@@ -661,6 +801,39 @@ pub fn running_as_root() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_come_from_the_instance_files_without_following_links() {
+        let root = tempfile::tempdir().unwrap();
+        let etc = root.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nbroken line\nalice:x:1000:1000::/home/alice:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(
+            etc.join("group"),
+            "alice:x:1000:\ndocker:x:999:alice,bob\nvideo:x:44:alice\n",
+        )
+        .unwrap();
+        assert_eq!(
+            passwd_entry(root.path(), "alice"),
+            Some(PasswdEntry {
+                uid: 1000,
+                gid: 1000,
+                home: "/home/alice".into(),
+                groups: vec![999, 44]
+            })
+        );
+        assert_eq!(passwd_entry(root.path(), "root").map(|e| e.uid), Some(0));
+        assert_eq!(passwd_entry(root.path(), "mallory"), None);
+        assert_eq!(passwd_entry(root.path(), "broken line"), None);
+        // A tenant's /etc/passwd that points at the host's is not read.
+        std::fs::remove_file(etc.join("passwd")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", etc.join("passwd")).unwrap();
+        assert_eq!(passwd_entry(root.path(), "root"), None);
+    }
     use crate::gpu::FakeGpuDevices;
     use gpucloud_agent_api::{AssignedGpu, DesiredPower, ImageRef};
 

@@ -238,13 +238,18 @@ pub fn seed_files(spec: &InstanceSpec) -> Vec<(&'static str, Vec<u8>)> {
             meta.push_str(&format!("  - {k}\n"));
         }
     }
-    let vendor = match &spec.password {
-        Some(p) => format!(
-            "#cloud-config\nssh_pwauth: true\nchpasswd:\n  expire: false\npassword: {}\n",
+    // Login settings are root's, as on every gpucloud Linux image. Stock
+    // cloud-init gives the meta-data keys to the image's default user and to
+    // root, but fences root off unless `disable_root` is false; a password
+    // goes to root through `chpasswd.users` (cloud-init 22.3+), and sshd must
+    // then let root log in with it (Debian's default is keys only).
+    let mut vendor = String::from("#cloud-config\ndisable_root: false\n");
+    if let Some(p) = &spec.password {
+        vendor.push_str(&format!(
+            "ssh_pwauth: true\nchpasswd:\n  expire: false\n  users:\n    - name: root\n      type: text\n      password: {}\nwrite_files:\n  - path: /etc/ssh/sshd_config.d/50-gpucloud-root-login.conf\n    permissions: \"0644\"\n    content: \"PermitRootLogin yes\\n\"\n",
             yaml_quote(p)
-        ),
-        None => "#cloud-config\n{}\n".to_string(),
-    };
+        ));
+    }
     let user = spec
         .user_data
         .as_deref()
@@ -262,7 +267,7 @@ pub fn seed_files(spec: &InstanceSpec) -> Vec<(&'static str, Vec<u8>)> {
         files.push((
             "network-config",
             format!(
-                "version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: \"{}\"\n    set-name: eth0\n    addresses:\n      - {}/{}\n    routes:\n      - to: default\n        via: {}\n",
+                "version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: \"{}\"\n    set-name: eth0\n    addresses:\n      - {}/{}\n    gateway4: {}\n",
                 mac_for(&spec.instance_id),
                 nic.ip,
                 len,
@@ -1391,25 +1396,60 @@ impl Runtime for QemuRuntime {
                 });
             }
             if Instant::now() >= deadline {
-                let _g = lock.lock().await;
-                let _ = qga(
-                    &sock,
-                    "guest-exec",
-                    Some(serde_json::json!({
-                        "path": "/bin/kill",
-                        "arg": ["-9", gpid.to_string()],
-                    })),
-                    Duration::from_secs(5),
-                    true,
-                )
-                .await;
-                return Ok(ExecOutput {
-                    exit_code: 137,
-                    output: format!(
-                        "the command ran longer than {} s and was killed\n",
+                // Kill the command's whole tree inside the guest, then take
+                // what it printed (the guest agent hands the output over
+                // once the process has exited).
+                let mut output = Vec::new();
+                {
+                    let _g = lock.lock().await;
+                    let _ = qga(
+                        &sock,
+                        "guest-exec",
+                        Some(serde_json::json!({
+                            "path": "/bin/sh",
+                            "arg": ["-c", crate::runtime::KILL_TREE_SH, "sh", gpid.to_string()],
+                        })),
+                        Duration::from_secs(5),
+                        true,
+                    )
+                    .await;
+                }
+                let until = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < until {
+                    let st = {
+                        let _g = lock.lock().await;
+                        qga(
+                            &sock,
+                            "guest-exec-status",
+                            Some(serde_json::json!({ "pid": gpid })),
+                            Duration::from_secs(5),
+                            true,
+                        )
+                        .await
+                    };
+                    match st {
+                        Ok(st) if st.get("exited").and_then(|e| e.as_bool()) == Some(true) => {
+                            for k in ["out-data", "err-data"] {
+                                if let Some(d) = st.get(k).and_then(|d| d.as_str()) {
+                                    output.extend(b64.decode(d).unwrap_or_default());
+                                }
+                            }
+                            break;
+                        }
+                        Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        Err(_) => break,
+                    }
+                }
+                output.extend_from_slice(
+                    format!(
+                        "\nthe command ran longer than {} s and was killed\n",
                         req.timeout.as_secs()
                     )
-                    .into_bytes(),
+                    .as_bytes(),
+                );
+                return Ok(ExecOutput {
+                    exit_code: 137,
+                    output,
                     timed_out: true,
                 });
             }
@@ -1483,14 +1523,20 @@ mod tests {
         let vendor = String::from_utf8(files["vendor-data"].clone()).unwrap();
         assert!(vendor.starts_with("#cloud-config\n"));
         assert!(
-            vendor.contains("password: \"Pa\\\"ss\\\\w0rd\"\n"),
+            vendor.contains(
+                "\n    - name: root\n      type: text\n      password: \"Pa\\\"ss\\\\w0rd\"\n"
+            ),
             "{vendor}"
         );
+        assert!(vendor.contains("disable_root: false\n"), "{vendor}");
         assert_eq!(files["user-data"], b"#!/bin/sh\necho hi\n");
         let net = String::from_utf8(files["network-config"].clone()).unwrap();
         assert!(net.contains(&format!("macaddress: \"{}\"", mac_for("ins-abcd1234"))));
         assert!(net.contains("- 172.16.32.5/20\n"));
-        assert!(net.contains("via: 172.16.32.1\n"));
+        // `gateway4`, not `routes`: every cloud-init renders it (Debian's
+        // ifupdown renderer turns routes into net-tools commands that a
+        // cloud image may lack).
+        assert!(net.contains("    gateway4: 172.16.32.1\n"), "{net}");
         // Without password, user data or network.
         let mut s = spec();
         s.password = None;
@@ -1498,7 +1544,10 @@ mod tests {
         s.nic = None;
         s.ssh_keys.clear();
         let files: HashMap<_, _> = seed_files(&s).into_iter().collect();
-        assert_eq!(files["vendor-data"], b"#cloud-config\n{}\n");
+        assert_eq!(
+            files["vendor-data"],
+            b"#cloud-config\ndisable_root: false\n"
+        );
         assert_eq!(files["user-data"], b"#cloud-config\n{}\n");
         assert!(!files.contains_key("network-config"));
         assert!(!String::from_utf8_lossy(&files["meta-data"]).contains("public-keys"));

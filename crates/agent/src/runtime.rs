@@ -122,3 +122,106 @@ pub trait Runtime: Send + Sync + 'static {
         ))
     }
 }
+
+/// Kills a process and every process below it, as TAT does when a command
+/// passes its `Timeout`: each process is stopped before its children are
+/// read (so it cannot start new ones), children are killed before their
+/// parent (so none is re-parented out of reach). Processes that already left
+/// the tree (daemons that double-forked) are not followed.
+pub fn kill_process_tree(pid: i32) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    fn children(pid: i32) -> Vec<i32> {
+        let mut out = Vec::new();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return out;
+        };
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
+            }
+        }
+        out
+    }
+    fn walk(pid: i32, depth: usize) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+        if depth < 64 {
+            for c in children(pid) {
+                walk(c, depth + 1);
+            }
+        }
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    if pid > 1 {
+        walk(pid, 0);
+    }
+}
+
+/// [`kill_process_tree`] as a POSIX shell function, for guests (`$1` is the
+/// process ID); it needs only `/proc/<pid>/task/<tid>/children`.
+pub const KILL_TREE_SH: &str = "t() { kill -STOP \"$1\" 2>/dev/null; for c in $(cat /proc/\"$1\"/task/*/children 2>/dev/null); do t \"$c\"; done; kill -KILL \"$1\" 2>/dev/null; }; t \"$1\"";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_tree_dies_whole() {
+        // sh → (sleep, sh → sleep): every one of them goes.
+        let mut child = std::process::Command::new("/bin/sh")
+            .args([
+                "-c",
+                "sleep 300 & sh -c 'sleep 300 & wait' & echo ready; wait",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let descendants = |pid: i32| -> Vec<i32> {
+            let mut all = vec![];
+            let mut queue = vec![pid];
+            while let Some(p) = queue.pop() {
+                for t in std::fs::read_dir(format!("/proc/{p}/task"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let s = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                    for c in s.split_whitespace().filter_map(|c| c.parse().ok()) {
+                        all.push(c);
+                        queue.push(c);
+                    }
+                }
+            }
+            all
+        };
+        let mut below = descendants(pid);
+        while below.len() < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            below = descendants(pid);
+        }
+        assert!(below.len() >= 3, "{below:?}");
+        kill_process_tree(pid);
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        for p in below {
+            // Gone, or a zombie waiting for a parent that is gone too.
+            let state = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let state = state
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("X");
+            assert!(matches!(state, "X" | "Z"), "process {p} is still {state}");
+        }
+    }
+}

@@ -143,8 +143,52 @@ async fn containers_run_stop_restart_exec_and_leave_nothing_behind() {
         .unwrap();
     assert_eq!(out.exit_code, 3);
     assert_eq!(String::from_utf8_lossy(&out.output), "oops\n");
-    let out = rt.exec(&id, &exec("sleep 30", 1)).await.unwrap();
+    // The timeout kills the command's whole process tree and keeps what it printed.
+    let out = rt
+        .exec(
+            &id,
+            &exec("echo before; sleep 301 & sh -c 'sleep 302'; echo never", 1),
+        )
+        .await
+        .unwrap();
     assert!(out.timed_out);
+    let text = String::from_utf8_lossy(&out.output).to_string();
+    assert!(
+        text.starts_with("before\n") && !text.contains("never"),
+        "{text}"
+    );
+    let out = rt
+        .exec(
+            &id,
+            &exec("ps -o args | grep -c '[s]leep 30[12]' || true", 30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.output).trim(),
+        "0",
+        "processes left behind"
+    );
+    // Username and WorkingDirectory.
+    let out = rt
+        .exec(
+            &id,
+            &ExecRequest {
+                script: b"id -u; pwd".to_vec(),
+                working_directory: "/tmp".into(),
+                username: "nobody".into(),
+                timeout: Duration::from_secs(30),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            out.exit_code,
+            String::from_utf8_lossy(&out.output).to_string()
+        ),
+        (0, "65534\n/tmp\n".to_string())
+    );
 
     // Writes survive a stop and start.
     rt.exec(&id, &exec("echo kept > /root/state", 30))

@@ -278,7 +278,9 @@ pub fn settle(state: InstanceState, observed: Observed) -> (InstanceState, Optio
         (Rebooting, Observed::Failed) => (Stopped, Some(false)),
         (Rebooting, Observed::Stopped | Observed::Absent) => (Rebooting, None),
         (Stopping, Observed::Stopped) => (Stopped, Some(true)),
-        (Stopping, Observed::Failed) => (Stopping, None),
+        // The guest would not power off (or the host failed to stop it): it
+        // still runs, and the user can stop it again, harder.
+        (Stopping, Observed::Failed) => (Running, Some(false)),
         (Stopping, Observed::Running | Observed::Absent) => (Stopping, None),
         (Terminating, Observed::Absent) => (Terminated, Some(true)),
         (Terminating, Observed::Running | Observed::Stopped | Observed::Failed) => {
@@ -341,6 +343,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_stop_the_host_could_not_finish_leaves_a_running_instance_that_can_be_stopped_again() {
+        let (to, ok) = settle(InstanceState::Stopping, Observed::Failed);
+        assert_eq!((to, ok), (InstanceState::Running, Some(false)));
+        assert_eq!(begin(to, Operation::Stop), Ok(InstanceState::Stopping));
+        assert_eq!(to.desired_power(), DesiredPower::Running);
     }
 
     #[test]

@@ -14,16 +14,16 @@ pub struct AdminArgs {
 }
 
 #[derive(clap::Args, Debug, Clone)]
-struct Target {
+pub(crate) struct Target {
     /// The cloud's data directory.
     #[arg(long, env = "GPUCLOUD_DATA_DIR", global = true)]
-    data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// PostgreSQL URL (with --data-dir for the master key).
     #[arg(long, env = "GPUCLOUD_DATABASE", global = true)]
-    database: Option<String>,
+    pub(crate) database: Option<String>,
     /// Output format.
     #[arg(long, short, value_enum, default_value = "table", global = true)]
-    output: Output,
+    pub(crate) output: Output,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -52,7 +52,7 @@ enum AdminCmd {
     /// Images: register an image built by a script in images/ (or your own).
     Image {
         #[command(subcommand)]
-        cmd: ImageCmd,
+        cmd: crate::image_cmd::ImageCmd,
         #[command(flatten)]
         target: Target,
     },
@@ -126,19 +126,6 @@ enum JoinTokenCmd {
 }
 
 #[derive(clap::Subcommand, Debug)]
-enum ImageCmd {
-    /// Registers the image a manifest (image.json) describes, as a public image.
-    Import {
-        /// The image.json written by images/*/build.sh.
-        manifest: PathBuf,
-        /// The images directory agents resolve image files against
-        /// (default: the manifest's parent directory's parent).
-        #[arg(long)]
-        images_root: Option<PathBuf>,
-    },
-}
-
-#[derive(clap::Subcommand, Debug)]
 enum TenantCmd {
     /// Creates a tenant and prints its AppId, SecretId and SecretKey.
     Create {
@@ -157,7 +144,7 @@ enum TenantCmd {
     },
 }
 
-async fn store_of(t: &Target) -> Result<gpucloud_store::Store> {
+pub(crate) async fn store_of(t: &Target) -> Result<gpucloud_store::Store> {
     let dir = t.data_dir.clone().unwrap_or_else(crate::default_data_dir);
     if t.database.is_none() && !dir.join("gpucloud.db").exists() {
         anyhow::bail!(
@@ -256,42 +243,7 @@ pub async fn run(a: AdminArgs) -> Result<()> {
             let store = store_of(&target).await?;
             join_token(&store, cmd, target.output).await?;
         }
-        AdminCmd::Image { cmd, target } => {
-            let store = store_of(&target).await?;
-            let ImageCmd::Import {
-                manifest,
-                images_root,
-            } = cmd;
-            let root = images_root
-                .or_else(|| {
-                    manifest
-                        .parent()
-                        .and_then(|p| p.parent())
-                        .map(PathBuf::from)
-                })
-                .unwrap_or_else(|| PathBuf::from("."));
-            let row = gpucloud_server::app::images::import(&store, &manifest, &root)
-                .await
-                .map_err(|e| anyhow::anyhow!(chain(&e)))?;
-            match target.output {
-                Output::Json => json(&row),
-                Output::Table => {
-                    table(
-                        &["Image", "Name", "Runtime", "Location"],
-                        vec![vec![
-                            row.image_id.clone(),
-                            row.name.clone(),
-                            row.runtime.clone(),
-                            row.location.clone(),
-                        ]],
-                    );
-                    eprintln!(
-                        "Agents look for the file under their --images-dir; copy {} there on every host that should run it.",
-                        root.display()
-                    );
-                }
-            }
-        }
+        AdminCmd::Image { cmd, target } => crate::image_cmd::run(cmd, target).await?,
         AdminCmd::Hosts { cmd: _, target } => {
             let store = store_of(&target).await?;
             let snap = store.capacity_snapshot().await?;

@@ -8,6 +8,7 @@ mod call_cmd;
 mod cloud;
 mod console_cmd;
 mod doctor_cmd;
+mod image_cmd;
 mod output;
 mod server_cmd;
 mod up;
@@ -53,6 +54,9 @@ enum Cmd {
     /// One API call with the operator's credentials (for scripts and hosts
     /// without tccli), e.g. `gpucloud call cvm DescribeInstances '{}'`.
     Call(call_cmd::CallArgs),
+    /// Images: import a cloud image (qcow2, raw …) or an image.json built by
+    /// a script in images/.
+    Image(image_cmd::ImageArgs),
     /// Benchmarks (figures for docs/PERFORMANCE.md).
     Bench(bench::BenchArgs),
     /// Attach to the serial console of a VM instance on this host
@@ -106,6 +110,7 @@ fn main() {
             Cmd::Call(a) => call_cmd::run(a).await,
             Cmd::Admin(a) => admin::run(a).await,
             Cmd::Bench(a) => bench::run(a).await,
+            Cmd::Image(a) => image_cmd::run_top(a).await,
             Cmd::Console(a) => console_cmd::run(a).await,
         }
     });

@@ -742,3 +742,26 @@ async fn catalog_and_prices() {
     let i = wait_state(&c, cid, "RUNNING").await;
     assert!(i["GPUInfo"].is_null(), "no GPUInfo without GPUs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_checks_the_instance_quota() {
+    let cloud = TestCloud::start("1*H100x8").await;
+    // A dry run checks the business limits too: a tenant at its instance quota.
+    let small = cloud.app.store.tenant_create("small", 1).await.unwrap();
+    let s = gpucloud_client::Client::new(
+        &cloud.endpoint,
+        &small.secret_id,
+        &small.secret_key,
+        "ap-guangzhou",
+    );
+    let mut d = run_params("GT5.6XLARGE240");
+    d["DryRun"] = json!(true);
+    assert!(s.cvm("RunInstances", d.clone()).await.is_ok());
+    s.cvm("RunInstances", run_params("GT5.6XLARGE240"))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(s.cvm("RunInstances", d).await),
+        "LimitExceeded.InstanceQuota"
+    );
+}

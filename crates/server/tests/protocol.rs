@@ -259,6 +259,35 @@ async fn signatures_and_envelopes() {
         .unwrap();
     assert_eq!(err_code(&r["Response"]), "AuthFailure.InvalidAuthorization");
 
+    // Other methods and other paths: still HTTP 200, JSON and a RequestId.
+    for (method, path) in [
+        (reqwest::Method::PUT, "/"),
+        (reqwest::Method::DELETE, "/"),
+        (reqwest::Method::POST, "/v2/index.php"),
+        (reqwest::Method::GET, "/nothing/here"),
+    ] {
+        let resp = reqwest::Client::new()
+            .request(method.clone(), format!("{}{path}", raw.endpoint))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{method} {path}");
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        let r: Value = resp.json().await.unwrap();
+        assert_eq!(
+            err_code(&r["Response"]),
+            "InvalidRequest",
+            "{method} {path}: {r}"
+        );
+        assert!(r["Response"]["RequestId"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
+    }
+
     // A security token is refused: no temporary credentials are issued.
     let v = raw
         .ok_post("DescribeZones", b"{}", &[("X-TC-Token", "tmp")])

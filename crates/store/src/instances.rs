@@ -461,6 +461,51 @@ impl Store {
         row.map(|r| json_col(&r, "result")).transpose()
     }
 
+    /// The business limits a launch of `requested` instances would meet —
+    /// the tenant's instance quota and the spread group's member quota —
+    /// checked without writing (what `DryRun` answers from). The launch
+    /// itself checks them again inside its transaction.
+    pub async fn launch_limits_check(
+        &self,
+        scope: &TenantScope,
+        requested: i64,
+        group: Option<(&str, i64)>,
+    ) -> std::result::Result<(), TxError> {
+        let row =
+            sqlx::query("SELECT instance_quota, instance_count FROM tenants WHERE app_id = $1")
+                .bind(scope.app_id())
+                .fetch_one(self.r())
+                .await?;
+        let (quota, used): (i64, i64) =
+            (col(&row, "instance_quota")?, col(&row, "instance_count")?);
+        if used + requested > quota {
+            return Err(CloudError::InstanceQuota {
+                quota,
+                used,
+                requested,
+            }
+            .into());
+        }
+        if let Some((group_id, group_quota)) = group {
+            let members = sqlx::query(
+                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM instances WHERE placement_group_id = $1 AND app_id = $2 AND state <> 'TERMINATED'",
+            )
+            .bind(group_id)
+            .bind(scope.app_id())
+            .fetch_one(self.r())
+            .await?;
+            let count: i64 = col(&members, "n")?;
+            if count + requested > group_quota {
+                return Err(CloudError::PlacementGroupQuota {
+                    id: group_id.to_string(),
+                    quota: group_quota,
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
     /// Creates instances with their claims in one transaction.
     pub async fn instances_create(
         &self,

@@ -59,9 +59,11 @@ fn one_of(name: &str, value: &str, allowed: &[&str]) -> R<()> {
     }
 }
 
+/// A zone exists when it is in this cloud's region and has hosts (or is the
+/// region's default zone); DescribeZones lists exactly these.
 fn zone_check(app: &App, zone: &str) -> R<()> {
     match Zone::parse(zone) {
-        Some(z) if z.region == app.cfg.region => Ok(()),
+        Some(z) if z.region == app.cfg.region && catalog::zones(app).contains(&z.code()) => Ok(()),
         _ => Err(CloudError::ZoneNotFound {
             zone: zone.to_string(),
             region: app.cfg.region.clone(),

@@ -102,6 +102,13 @@ pub async fn handle(
             return json_response(&envelope_error(e.code(), &e.message(lang), &request_id));
         }
     };
+    if parts.uri.path() != "/" {
+        let e = CloudError::InvalidRequest(format!(
+            "{} is not an API path; send API requests to / (POST with JSON, or GET with the parameters in the query)",
+            parts.uri.path()
+        ));
+        return json_response(&envelope_error(e.code(), &e.message(lang), &request_id));
+    }
     let query = parts.uri.query().unwrap_or("").to_string();
     let app2 = app.clone();
     let rid = request_id.clone();

@@ -59,7 +59,9 @@ fn decode_error(path: &str, msg: &str) -> CloudError {
 /// The router of the API server.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/", get(front::handle).post(front::handle))
+        // Every method and every other path get a Tencent-style answer too
+        // (HTTP 200, JSON, RequestId), not a bare 404/405.
+        .route("/", axum::routing::any(front::handle))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             &format!("{}{{token}}", crate::console::PATH),
@@ -79,6 +81,7 @@ pub fn router(app: Arc<App>) -> Router {
                 },
             ),
         )
+        .fallback(front::handle)
         .with_state(app)
 }
 

@@ -111,6 +111,10 @@ pub struct ImageManifest {
     /// VM images: the kernel command line.
     #[serde(default)]
     pub cmdline: Option<String>,
+    /// VM images: whether the image runs the QEMU guest agent (read by the
+    /// agent; default yes).
+    #[serde(default)]
+    pub guest_agent: Option<bool>,
 }
 
 /// Why an image cannot be imported.

@@ -130,6 +130,11 @@ pub async fn place(app: &App, ctx: &Ctx, spec: &PlaceSpec) -> Result<Vec<String>
             .map_err(fail)?;
         if spec.dry_run {
             app.sched.cancel(res);
+            let group = spec.group.as_ref().map(|g| (g.id.as_str(), g.quota));
+            app.store
+                .launch_limits_check(scope, placements.len() as i64, group)
+                .await
+                .map_err(tx_error)?;
             return Ok(vec![]);
         }
         let instances: Vec<NewInstance> = placements
