@@ -14,14 +14,21 @@ ensure_venv "$root"
 ensure_postgres
 # The privileged host tests: containers (runc), network namespaces (iproute2),
 # nftables checks in doctor, VMs (QEMU, qemu-img, genisoimage for seeds, an
-# SSH client to log in).
-apt_install runc iproute2 nftables qemu-system-x86 genisoimage openssh-client
+# SSH client to log in), libfaketime (a tccli request signed in the past).
+apt_install runc iproute2 nftables qemu-system-x86 genisoimage openssh-client faketime
 # Separately: a qemu-utils from elsewhere (backports) can be removed by the
 # install above; this puts Debian's back.
 apt_install qemu-utils
-say "built-in images for the end-to-end tests (target/test-images)"
-for kind in container vm; do
-  [ -f "$root/target/test-images/$kind/image.json" ] || bash "$root/images/$kind/build.sh" "$root/target/test-images/$kind" >&2
+say "images for the end-to-end tests (target/test-images): built-in container and VM, a Debian cloud image"
+for kind in container vm cloud; do
+  # Rebuilt when the files it is built from change.
+  src_hash="$(cd "$root/images/$kind" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)"
+  out="$root/target/test-images/$kind"
+  if [ ! -f "$out/image.json" ] || [ "$(cat "$out/.source-hash" 2>/dev/null)" != "$src_hash" ]; then
+    rm -f "$out/image.json"
+    bash "$root/images/$kind/build.sh" "$out" >&2
+    echo "$src_hash" >"$out/.source-hash"
+  fi
 done
 say "PostgreSQL for the store suite: ${GPUCLOUD_TEST_PG%%@*}@${GPUCLOUD_TEST_PG#*@}"
 

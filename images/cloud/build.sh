@@ -97,6 +97,11 @@ S
 { chroot "$root" apt-get update -q &&
   DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -q --no-install-recommends "${pkgs[@]}"; } \
   >"$work/apt.log" 2>&1 || { tail -30 "$work/apt.log" >&2; echo "$0: apt-get install failed" >&2; exit 1; }
+# The locale cloud-init's Debian support expects (en_US.UTF-8), generated
+# now as in Debian's image, so its locale module has nothing to fix.
+sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' "$root/etc/locale.gen"
+chroot "$root" locale-gen >/dev/null
+echo 'LANG=en_US.UTF-8' >"$root/etc/default/locale"
 rm -f "$root/usr/sbin/policy-rc.d"
 for m in var/cache/apt/archives dev/pts dev sys proc; do umount "$root/$m"; done
 

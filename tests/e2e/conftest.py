@@ -154,6 +154,7 @@ def _reap_host_leftovers(data_dir):
     if os.geteuid() != 0:
         return
     d = str(data_dir)
+    killed = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             try:
@@ -163,8 +164,12 @@ def _reap_host_leftovers(data_dir):
             if args and b"qemu-system" in args[0] and any(d.encode() in a for a in args):
                 try:
                     os.kill(int(p.name), signal.SIGKILL)
+                    killed.append(p)
                 except OSError:
                     pass
+    end = time.monotonic() + 10
+    while any(p.exists() for p in killed) and time.monotonic() < end:
+        time.sleep(0.05)
     runc_root = data_dir / "agent" / "runc"
     if runc_root.exists():
         ids = subprocess.run(["runc", "--root", str(runc_root), "list", "-q"],
@@ -202,13 +207,23 @@ def error_code(client, action, params):
 class Tccli:
     """tccli with its own HOME and a profile pointing at the cloud."""
 
-    def __init__(self, cloud, home, secret_id=None, secret_key=None, profile="gpucloud"):
+    def __init__(self, cloud, home, secret_id=None, secret_key=None, profile="gpucloud", printed=False):
+        """printed=True runs the `tccli configure set …` line `up` printed,
+        exactly as a person would paste it."""
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.profile = profile
         self.env = {**os.environ, "HOME": str(self.home)}
         for k in ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TENCENTCLOUD_REGION"):
             self.env.pop(k, None)
+        if printed:
+            import shlex
+            lines = [line for line in cloud.log.read_text().splitlines() if line.strip().startswith("tccli configure set ")]
+            assert lines, "gpucloud up printed no `tccli configure set` line"
+            argv = shlex.split(lines[-1])
+            assert argv[argv.index("--profile") + 1] == profile
+            subprocess.run([TCCLI, *argv[1:]], check=True, env=self.env, capture_output=True, timeout=120)
+            return
         subprocess.run(
             [TCCLI, "configure", "set",
              "secretId", secret_id or cloud.secret_id,
@@ -220,10 +235,10 @@ class Tccli:
             check=True, env=self.env, capture_output=True, timeout=120,
         )
 
-    def run(self, *args):
+    def run(self, *args, env=None):
         p = subprocess.run(
             [TCCLI, *args, "--profile", self.profile, "--language", "en-US"],
-            env=self.env, capture_output=True, text=True, timeout=300,
+            env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=300,
         )
         return p
 
@@ -232,8 +247,8 @@ class Tccli:
         assert p.returncode == 0, f"tccli {' '.join(args)} failed: {p.stderr}"
         return json.loads(p.stdout)
 
-    def err(self, *args):
-        p = self.run(*args)
+    def err(self, *args, env=None):
+        p = self.run(*args, env=env)
         assert p.returncode != 0, f"tccli {' '.join(args)} unexpectedly succeeded: {p.stdout}"
         # [TencentCloudSDKException] code:InvalidInstanceId.NotFound message:... requestId:...
         text = p.stderr + p.stdout

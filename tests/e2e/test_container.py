@@ -49,7 +49,7 @@ def image_dir(tmp_path_factory):
 
 def test_container_instance_runs_commands_and_leaves_nothing(cloud_factory, workdir, image_dir):
     _prerequisites()
-    cloud = cloud_factory(None, name="host")
+    cloud = cloud_factory(None, name="host", extra=["--agent-metrics-listen", "127.0.0.1:0"])
     # `up` registers the images it finds under <data-dir>/images.
     shutil.copytree(image_dir, cloud.data_dir / "images" / "busybox")
     cloud.start()
@@ -73,6 +73,17 @@ def test_container_instance_runs_commands_and_leaves_nothing(cloud_factory, work
                "--InstanceType", "S5.MEDIUM4", "--InstanceName", "box")["InstanceIdSet"][0]
     t.ok("cvm", "DescribeInstances", "--InstanceIds", json.dumps([iid]),
          "--waiter", "{'expr':'InstanceSet[0].InstanceState','to':'RUNNING','timeout':120,'interval':1}")
+
+    # The local agent's own /metrics, as `gpucloud agent` serves it.
+    import re
+    import urllib.request
+    at = wait_for("the agent's metrics address in the log", lambda: re.findall(
+        r"at=(127\.0\.0\.1:\d+).*serving /metrics|serving /metrics.*at=(127\.0\.0\.1:\d+)", cloud.log.read_text()))
+    addr = next(a for a in at[-1] if a)
+    metrics = wait_for("the agent to count the instance", lambda: (lambda m: m if re.search(
+        r'^gpucloud_agent_instances\{power="running"\} 1$', m, re.M) else None)(
+        urllib.request.urlopen(f"http://{addr}/metrics", timeout=5).read().decode()))
+    assert "gpucloud_agent_info" in metrics
     inst = t.ok("cvm", "DescribeInstances", "--InstanceIds", json.dumps([iid]))["InstanceSet"][0]
     assert (inst["CPU"], inst["Memory"]) == (2, 4)
 

@@ -175,6 +175,9 @@ pub enum CloudError {
     /// Termination protection.
     #[error("instance {0} has termination protection enabled")]
     InstancesProtected(String),
+    /// One TerminateInstances call mixed prepaid and pay-as-you-go instances.
+    #[error("mixed pricing models")]
+    InstanceMixedPricingModel,
     /// `InstanceType` has the wrong shape.
     #[error("instance type {0} is malformed")]
     InstanceTypeMalformed(String),
@@ -453,6 +456,7 @@ impl CloudError {
             ConsoleVmOnly { .. } => "UnsupportedOperation",
             OperationInProgress { .. } => "OperationDenied.InstanceOperationInProgress",
             InstancesProtected(_) => "UnsupportedOperation.InstancesProtected",
+            InstanceMixedPricingModel => "UnsupportedOperation.InstanceMixedPricingModel",
             InstanceTypeMalformed(_) => "InvalidInstanceType.Malformed",
             InstanceTypeNotFound(_) => "InvalidParameterValue.InstanceTypeNotFound",
             InstanceTypeUnavailable { .. } => "ResourceUnavailable.InstanceType",
@@ -626,6 +630,10 @@ impl CloudError {
             OperationInProgress { id, operation } => (
                 format!("The instance `{id}` is still busy with {operation}. Wait until its LatestOperationState is no longer OPERATING."),
                 format!("实例 `{id}` 正在执行 {operation}，请等待其 LatestOperationState 不再为 OPERATING 后重试。"),
+            ),
+            InstanceMixedPricingModel => (
+                "The instances mix PREPAID and POSTPAID_BY_HOUR; terminate each charge type in its own call (prepaid instances go to the recycle bin, SHUTDOWN, first).".to_string(),
+                "实例的计费模式不同（包年包月与按量计费混合），请按计费模式分别调用销毁（包年包月实例首次销毁进入回收站，状态为 SHUTDOWN）。".to_string(),
             ),
             InstancesProtected(id) => (
                 format!("The instance `{id}` has termination protection. Disable it with ModifyInstancesAttribute DisableApiTermination=false first."),

@@ -152,8 +152,8 @@ pub fn valid_transition(from: InstanceState, to: InstanceState) -> bool {
         (Pending, Pending | Stopped | Starting | Stopping | Rebooting | Shutdown | Terminated) => {
             false
         }
-        (Running, Stopping | Rebooting | Terminating | Starting | Stopped) => true,
-        (Running, Pending | LaunchFailed | Running | Shutdown | Terminated) => false,
+        (Running, Stopping | Rebooting | Terminating | Starting | Stopped | Shutdown) => true,
+        (Running, Pending | LaunchFailed | Running | Terminated) => false,
         (Stopping, Stopped | Running) => true,
         (Stopping, Pending | LaunchFailed | Stopping | Starting | Rebooting | Shutdown)
         | (Stopping, Terminating | Terminated) => false,
@@ -248,6 +248,21 @@ pub fn begin(state: InstanceState, op: Operation) -> Result<InstanceState, Insta
     };
     debug_assert!(valid_transition(state, to), "{state:?} -> {to:?}");
     Ok(to)
+}
+
+/// [`begin`] with the instance's charge type: the first `TerminateInstances`
+/// of a prepaid instance moves it to the recycle bin (`SHUTDOWN`: powered
+/// off, resources kept), the second destroys it.
+pub fn begin_charged(
+    state: InstanceState,
+    op: Operation,
+    prepaid: bool,
+) -> Result<InstanceState, InstanceState> {
+    use InstanceState::*;
+    match (op, state) {
+        (Operation::Terminate, Running | Stopped) if prepaid => Ok(Shutdown),
+        _ => begin(state, op),
+    }
 }
 
 /// What a host agent saw of an instance.
@@ -351,6 +366,33 @@ mod tests {
         assert_eq!((to, ok), (InstanceState::Running, Some(false)));
         assert_eq!(begin(to, Operation::Stop), Ok(InstanceState::Stopping));
         assert_eq!(to.desired_power(), DesiredPower::Running);
+    }
+
+    #[test]
+    fn prepaid_instances_go_to_the_recycle_bin_first() {
+        use InstanceState::*;
+        for s in [Running, Stopped] {
+            let to = begin_charged(s, Operation::Terminate, true).unwrap();
+            assert_eq!(to, Shutdown);
+            assert!(valid_transition(s, to));
+            assert_eq!(to.desired_power(), DesiredPower::Stopped);
+            assert_eq!(
+                begin_charged(to, Operation::Terminate, true),
+                Ok(Terminating)
+            );
+            assert_eq!(
+                begin_charged(s, Operation::Terminate, false),
+                Ok(Terminating)
+            );
+        }
+        assert_eq!(
+            begin_charged(LaunchFailed, Operation::Terminate, true),
+            Ok(Terminating)
+        );
+        assert_eq!(
+            begin_charged(Shutdown, Operation::Start, true),
+            Err(Shutdown)
+        );
     }
 
     #[test]

@@ -153,7 +153,7 @@ pub async fn run(a: AgentArgs) -> Result<()> {
 }
 
 /// Serves `/metrics`; a port that cannot be bound is logged, not fatal.
-async fn serve_metrics(
+pub(crate) async fn serve_metrics(
     listen: &str,
     host: &LocalHost,
     stats: Arc<gpucloud_agent::AgentStats>,

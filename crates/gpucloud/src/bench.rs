@@ -212,6 +212,8 @@ async fn api_bench(
         agent_listen: None,
         agent_names: vec![],
         images_dir: None,
+        agent_metrics_listen: None,
+        clear_gpu_fences: false,
     };
     let cloud = cloud::start(&opts).await?;
     let reg = Instant::now();

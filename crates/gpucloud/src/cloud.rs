@@ -57,6 +57,10 @@ pub struct CloudOptions {
     pub agent_names: Vec<String>,
     /// Image manifests to register at start (`*/image.json` under it).
     pub images_dir: Option<PathBuf>,
+    /// Where the local agent serves `/metrics`, if anywhere.
+    pub agent_metrics_listen: Option<String>,
+    /// Clear the local host's GPU fences before it starts.
+    pub clear_gpu_fences: bool,
 }
 
 /// A running cloud.
@@ -219,12 +223,19 @@ pub async fn start(opts: &CloudOptions) -> Result<Cloud> {
         let id =
             local_identity(&app, &server, &ca_hash, &host.inventory.host_id, &state_dir).await?;
         let http = HttpControlPlane::new(&server, &id).map_err(|e| anyhow::anyhow!(e))?;
+        if opts.clear_gpu_fences {
+            host.gpu_monitor.clear_fences();
+            tracing::info!(host = %host.inventory.host_id, "cleared the GPU fences");
+        }
         let agent = Agent::new(
             Arc::new(http),
             host.inventory.clone(),
-            host.runtimes,
+            host.runtimes.clone(),
             AgentOptions::default(),
         );
+        if let Some(listen) = &opts.agent_metrics_listen {
+            crate::agent_cmd::serve_metrics(listen, &host, agent.stats(), rx.clone()).await;
+        }
         let rx = rx.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = agent.run(rx).await {

@@ -64,6 +64,8 @@ pub async fn run(a: ServerArgs) -> Result<()> {
         agent_listen: Some(a.agent_listen),
         agent_names: a.agent_names.clone(),
         images_dir: a.images_dir.clone(),
+        agent_metrics_listen: None,
+        clear_gpu_fences: false,
     };
     let cloud = cloud::start(&opts).await?;
     let endpoint = format!("http://{}", cloud.addr);

@@ -55,6 +55,15 @@ pub struct UpArgs {
     /// TCG), `kvm` or `tcg`.
     #[arg(long, default_value = "auto")]
     vm_accel: gpucloud_agent::qemu::AccelChoice,
+    /// Where the local agent serves its `/metrics` (GPU telemetry, XID
+    /// counters, instances), as `gpucloud agent` does; `off` (the default)
+    /// serves nothing. The server's own metrics are on --listen's /metrics.
+    #[arg(long, default_value = "off")]
+    agent_metrics_listen: String,
+    /// Put the local host's GPUs fenced after an XID back in service (after
+    /// an operator reset or repaired them), then run.
+    #[arg(long)]
+    clear_gpu_fences: bool,
 }
 
 /// What `credentials.json` holds.
@@ -226,6 +235,9 @@ pub async fn run(a: UpArgs) -> Result<()> {
         agent_listen: Some(a.agent_listen),
         agent_names: a.agent_names.clone(),
         images_dir: Some(data_dir.join("images")),
+        agent_metrics_listen: (a.agent_metrics_listen != "off")
+            .then(|| a.agent_metrics_listen.clone()),
+        clear_gpu_fences: a.clear_gpu_fences,
     };
     let cloud = cloud::start(&opts).await?;
     let endpoint = format!("http://{}", cloud.addr);

@@ -765,3 +765,77 @@ async fn a_dry_run_checks_the_instance_quota() {
         "LimitExceeded.InstanceQuota"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepaid_instances_pass_through_the_recycle_bin() {
+    let cloud = TestCloud::start("1*H100x8").await;
+    let (c, _) = cloud.tenant("alice").await;
+    let mut p = run_params("GT5.6XLARGE240");
+    p["InstanceChargeType"] = json!("PREPAID");
+    p["InstanceChargePrepaid"] = json!({"Period": 1});
+    let r = c.cvm("RunInstances", p).await.unwrap();
+    let prepaid = r["InstanceIdSet"][0].as_str().unwrap().to_string();
+    let hourly = run_one(&c, "GT5.6XLARGE240").await;
+    wait_state(&c, &prepaid, "RUNNING").await;
+    wait_state(&c, &hourly, "RUNNING").await;
+    // One call may not mix charge types; nothing changes.
+    assert_eq!(
+        code(
+            c.cvm(
+                "TerminateInstances",
+                json!({"InstanceIds": [prepaid, hourly]})
+            )
+            .await
+        ),
+        "UnsupportedOperation.InstanceMixedPricingModel"
+    );
+    wait_state(&c, &hourly, "RUNNING").await;
+    // First terminate: the recycle bin (SHUTDOWN, powered off, GPU kept).
+    let claims = cloud.app.store.gpu_claims().await.unwrap().len();
+    c.cvm("TerminateInstances", json!({"InstanceIds": [prepaid]}))
+        .await
+        .unwrap();
+    let i = poll(
+        "the first terminate to finish",
+        Duration::from_secs(30),
+        || async {
+            let r = c
+                .cvm("DescribeInstances", json!({"InstanceIds": [prepaid]}))
+                .await
+                .ok()?;
+            let i = r["InstanceSet"][0].clone();
+            (i["LatestOperationState"] == "SUCCESS").then_some(i)
+        },
+    )
+    .await;
+    assert_eq!(
+        (i["InstanceState"].as_str(), i["LatestOperation"].as_str()),
+        (Some("SHUTDOWN"), Some("TerminateInstances"))
+    );
+    assert_eq!(cloud.app.store.gpu_claims().await.unwrap().len(), claims);
+    assert_eq!(
+        code(
+            c.cvm("StartInstances", json!({"InstanceIds": [prepaid]}))
+                .await
+        ),
+        "UnsupportedOperation.InstanceStateShutdown"
+    );
+    // Second terminate: destroyed, its GPU free again.
+    c.cvm("TerminateInstances", json!({"InstanceIds": [prepaid]}))
+        .await
+        .unwrap();
+    poll("the instance to go", Duration::from_secs(30), || async {
+        let r = c
+            .cvm("DescribeInstances", json!({"InstanceIds": [prepaid]}))
+            .await
+            .ok()?;
+        (r["TotalCount"] == 0).then_some(())
+    })
+    .await;
+    poll(
+        "its GPU to be released",
+        Duration::from_secs(30),
+        || async { (cloud.app.store.gpu_claims().await.ok()?.len() == claims - 1).then_some(()) },
+    )
+    .await;
+}

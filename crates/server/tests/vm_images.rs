@@ -74,3 +74,44 @@ async fn a_vm_image_needs_a_host_that_runs_vms() {
         .unwrap();
     assert_eq!(left["TotalCount"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_disks_need_a_vm_image_and_go_with_their_instance() {
+    let cloud = TestCloud::start("1*CPU").await;
+    let (t, _) = cloud.tenant("t").await;
+    vm_image(&cloud).await;
+    image(&cloud, "img-gcctrtst", "container").await;
+    let disks = json!([{"DiskType": "CLOUD_PREMIUM", "DiskSize": 20}]);
+    // A container image has nowhere to put a block device.
+    let r = t
+        .cvm(
+            "RunInstances",
+            json!({"Placement": {"Zone": "ap-guangzhou-3"}, "ImageId": "img-gcctrtst",
+                   "InstanceType": "S5.SMALL2", "DataDisks": disks}),
+        )
+        .await;
+    assert_eq!(code(r), "InvalidParameterCombination");
+    // A disk that outlives its instance would need cloud block storage.
+    let r = t
+        .cvm(
+            "RunInstances",
+            json!({"Placement": {"Zone": "ap-guangzhou-3"}, "ImageId": "img-gcvmtest",
+                   "InstanceType": "S5.SMALL2",
+                   "DataDisks": [{"DiskSize": 20, "DeleteWithInstance": false}]}),
+        )
+        .await;
+    assert_eq!(code(r), "UnsupportedOperation");
+    // A VM takes them.
+    let ok = t
+        .cvm(
+            "RunInstances",
+            json!({"Placement": {"Zone": "ap-guangzhou-3"}, "ImageId": "img-gcvmtest",
+                   "InstanceType": "S5.SMALL2", "DataDisks": disks}),
+        )
+        .await
+        .unwrap();
+    let id = ok["InstanceIdSet"][0].as_str().unwrap().to_string();
+    let i = wait_state(&t, &id, "RUNNING").await;
+    assert_eq!(i["DataDisks"][0]["DiskSize"], 20);
+    assert_eq!(i["DataDisks"][0]["DeleteWithInstance"], true);
+}

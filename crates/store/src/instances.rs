@@ -902,11 +902,19 @@ impl Store {
             .ok_or_else(|| CloudError::InstanceNotFound(vec![id.clone()]))?;
             rows.push(instance_from_row(&row)?);
         }
+        if op == Operation::Terminate
+            && rows
+                .iter()
+                .any(|r| (r.charge_type == "PREPAID") != (rows[0].charge_type == "PREPAID"))
+        {
+            return Err(CloudError::InstanceMixedPricingModel.into());
+        }
         for inst in &rows {
             if op == Operation::Terminate && inst.disable_api_termination {
                 return Err(CloudError::InstancesProtected(inst.instance_id.clone()).into());
             }
-            let to = lifecycle::begin(inst.state, op).map_err(|state| {
+            let prepaid = inst.charge_type == "PREPAID";
+            let to = lifecycle::begin_charged(inst.state, op, prepaid).map_err(|state| {
                 if state.is_transitional() {
                     CloudError::OperationInProgress {
                         id: inst.instance_id.clone(),
@@ -1410,6 +1418,16 @@ impl Store {
                     obs.observed
                 };
             let (to, result) = lifecycle::settle(inst.state, observed);
+            // A prepaid instance in the recycle bin: the first terminate is
+            // done once the host has powered it off.
+            let result = if to == InstanceState::Shutdown
+                && observed == Observed::Stopped
+                && inst.latest_operation_state.as_deref() == Some("OPERATING")
+            {
+                Some(true)
+            } else {
+                result
+            };
             let mut held = inst.resources_held;
             let mut host_after = inst.host_id.clone();
             if held {

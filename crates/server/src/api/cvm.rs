@@ -544,6 +544,13 @@ fn data_disks_of(d: &Option<Vec<DataDisk>>) -> R<serde_json::Value> {
             .unwrap_or_else(|| "CLOUD_PREMIUM".into());
         one_of(&format!("DataDisks.{i}.DiskType"), &ty, DATA_DISK_TYPES)?;
         unsupported_if(&d.snapshot_id, "DataDisks.SnapshotId")?;
+        if d.delete_with_instance == Some(false) {
+            // Data disks live in the instance's directory on its host; a disk
+            // that outlives its instance needs cloud block storage.
+            return Err(CloudError::Unsupported(format!(
+                "DataDisks.{i}.DeleteWithInstance=false (data disks are deleted with their instance)"
+            )));
+        }
         if d.encrypt == Some(true) {
             return Err(CloudError::Unsupported("disk encryption".into()));
         }
@@ -805,6 +812,14 @@ pub async fn run_instances(
     let internet = internet_of(&req.internet_accessible)?;
     let system_disk = system_disk_of(&req.system_disk)?;
     let data_disks = data_disks_of(&req.data_disks)?;
+    if image.runtime == "container"
+        && data_disks.as_array().is_some_and(|d| !d.is_empty())
+    {
+        return Err(CloudError::ParameterCombination(format!(
+            "{} is a container image; container instances have no block devices, so DataDisks needs a VM image (tag runtime=qemu)",
+            image.image_id
+        )));
+    }
     let tags = tags_of(&req.tag_specification, "instance")?;
     let group = group_of(app, ctx, req.disaster_recover_group_ids.clone()).await?;
     let now = chrono::Utc::now().timestamp_millis();

@@ -203,11 +203,16 @@ pub fn code(r: Result<Value, gpucloud_client::ClientError>) -> String {
 
 /// Registers a public VM image `img-gcvmtest` (runtime `qemu`).
 pub async fn vm_image(cloud: &TestCloud) {
+    image(cloud, "img-gcvmtest", "qemu").await;
+}
+
+/// Registers a public image of a runtime (`qemu`, `container`).
+pub async fn image(cloud: &TestCloud, id: &str, runtime: &str) {
     cloud
         .app
         .store
         .image_upsert(&ImageRow {
-            image_id: "img-gcvmtest".into(),
+            image_id: id.into(),
             app_id: None,
             name: "vm".into(),
             os_name: "Debian".into(),
@@ -218,10 +223,10 @@ pub async fn vm_image(cloud: &TestCloud) {
             image_type: "PUBLIC_IMAGE".into(),
             source: "IMPORT".into(),
             state: "NORMAL".into(),
-            runtime: "qemu".into(),
-            location: "vm/disk.qcow2".into(),
+            runtime: runtime.into(),
+            location: format!("{id}/disk"),
             gpu_driver: false,
-            tags: vec![("runtime".into(), "qemu".into())],
+            tags: vec![("runtime".into(), runtime.into())],
             created_at: 0,
         })
         .await
