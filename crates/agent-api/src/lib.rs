@@ -149,6 +149,10 @@ pub struct HostInventory {
     pub details: serde_json::Value,
     /// Agent version.
     pub agent_version: String,
+    /// Whether VM instances can take this host's GPUs (QEMU runs here and
+    /// the IOMMU and vfio-pci are usable). Older agents omit it: no.
+    #[serde(default)]
+    pub gpu_passthrough: bool,
 }
 
 /// What an instance should be doing on this host.

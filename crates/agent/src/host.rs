@@ -192,6 +192,20 @@ impl LocalHost {
             }
         };
         notes.insert("qemu".into(), qemu_note.into());
+        // GPU passthrough needs VMs and a usable IOMMU with vfio-pci.
+        let passthrough = match (&qemu_rt, crate::vfio::Vfio::host().available()) {
+            (None, _) => Err("no VMs on this host (see qemu)".to_string()),
+            (Some(_), Err(e)) => Err(e.to_string()),
+            (Some(_), Ok(())) => Ok(()),
+        };
+        notes.insert(
+            "gpu_passthrough".into(),
+            match &passthrough {
+                Ok(()) => "available (IOMMU and vfio-pci)".to_string(),
+                Err(why) => format!("unavailable: {why}"),
+            }
+            .into(),
+        );
         Ok(Self {
             inventory: Arc::new(LocalInventory {
                 host_id,
@@ -202,6 +216,7 @@ impl LocalHost {
                 reserved_mib: cfg.reserved_mib,
                 details: serde_json::json!({ "runtimes": notes }),
                 vm_accel: qemu_rt.map(|q| q.verdict_cell()),
+                gpu_passthrough: passthrough.is_ok(),
                 gpu_monitor: Some(monitor.clone()),
                 state_dir: Some(cfg.state_dir.clone()),
             }),

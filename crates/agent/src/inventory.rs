@@ -137,6 +137,8 @@ pub struct LocalInventory {
     pub state_dir: Option<PathBuf>,
     /// The VM accelerator verdict, once the KVM probe has run (`None`: no VMs).
     pub vm_accel: Option<Arc<std::sync::OnceLock<crate::qemu::AccelVerdict>>>,
+    /// VMs can take GPUs here (QEMU, IOMMU, vfio-pci).
+    pub gpu_passthrough: bool,
 }
 
 /// A UUID derived from host and PCI address, for a GPU the driver has never
@@ -343,6 +345,7 @@ impl Inventory for LocalInventory {
             gpus,
             details,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            gpu_passthrough: self.gpu_passthrough,
         }
     }
 }
@@ -387,6 +390,7 @@ mod tests {
             gpu_monitor: None,
             state_dir: None,
             vm_accel: None,
+            gpu_passthrough: false,
         }
         .collect();
         assert_eq!(inv.gpus.len(), 3);
@@ -467,6 +471,7 @@ mod tests {
             gpu_monitor: Some(monitor),
             state_dir: Some(state.clone()),
             vm_accel: None,
+            gpu_passthrough: false,
         };
         let got = inv.collect();
         let g = &got.gpus;

@@ -150,6 +150,8 @@ impl Inventory for SimHost {
                 "nvlink": g.model.is_some_and(|m| m.spec().sxm),
             }),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            // Simulated GPU servers are passthrough-capable ones.
+            gpu_passthrough: true,
         }
     }
 }

@@ -290,7 +290,9 @@ pub fn settle(state: InstanceState, observed: Observed) -> (InstanceState, Optio
         (Starting, Observed::Failed) => (Stopped, Some(false)),
         (Starting, Observed::Stopped | Observed::Absent) => (Starting, None),
         (Rebooting, Observed::Running) => (Running, Some(true)),
-        (Rebooting, Observed::Failed) => (Stopped, Some(false)),
+        // Most often the guest would not shut down for the reboot: it still
+        // runs (and the host brings it back to running if it did not).
+        (Rebooting, Observed::Failed) => (Running, Some(false)),
         (Rebooting, Observed::Stopped | Observed::Absent) => (Rebooting, None),
         (Stopping, Observed::Stopped) => (Stopped, Some(true)),
         // The guest would not power off (or the host failed to stop it): it
@@ -366,6 +368,8 @@ mod tests {
         assert_eq!((to, ok), (InstanceState::Running, Some(false)));
         assert_eq!(begin(to, Operation::Stop), Ok(InstanceState::Stopping));
         assert_eq!(to.desired_power(), DesiredPower::Running);
+        let (to, ok) = settle(InstanceState::Rebooting, Observed::Failed);
+        assert_eq!((to, ok), (InstanceState::Running, Some(false)));
     }
 
     #[test]

@@ -43,6 +43,8 @@ impl Runtimes {
     pub const CONTAINER: u8 = 2;
     /// Virtual machines.
     pub const QEMU: u8 = 4;
+    /// Virtual machines with GPUs passed through (IOMMU + vfio-pci).
+    pub const QEMU_GPU: u8 = 8;
 
     /// Whether `bit` is offered.
     pub fn has(self, bit: u8) -> bool {

@@ -180,6 +180,14 @@ impl ControlPlane for Gateway {
                 .runtimes
                 .iter()
                 .map(|r| r.as_str().to_string())
+                .chain(
+                    (inv.gpu_passthrough
+                        && !inv.gpus.is_empty()
+                        && inv
+                            .runtimes
+                            .contains(&gpucloud_agent_api::RuntimeKind::Qemu))
+                    .then(|| "qemu-gpu".to_string()),
+                )
                 .collect(),
             rack: inv.rack.clone(),
             switch: inv.switch.clone(),

@@ -111,6 +111,7 @@ pub fn runtime_bit(name: &str) -> u8 {
         "sim" => Runtimes::SIM,
         "container" => Runtimes::CONTAINER,
         "qemu" => Runtimes::QEMU,
+        "qemu-gpu" => Runtimes::QEMU_GPU,
         _ => 0,
     }
 }

@@ -115,3 +115,50 @@ async fn data_disks_need_a_vm_image_and_go_with_their_instance() {
     assert_eq!(i["DataDisks"][0]["DiskSize"], 20);
     assert_eq!(i["DataDisks"][0]["DeleteWithInstance"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_vm_needs_a_host_that_passes_gpus_through() {
+    let cloud = TestCloud::start("1*H100x8").await;
+    let (t, _) = cloud.tenant("t").await;
+    vm_image(&cloud).await;
+    let dry = json!({
+        "Placement": {"Zone": "ap-guangzhou-3"},
+        "ImageId": "img-gcvmtest",
+        "InstanceType": "GT5.6XLARGE240",
+        "DryRun": true,
+    });
+    // A simulated GPU server passes GPUs through: a 1-GPU VM fits.
+    t.cvm("RunInstances", dry.clone()).await.unwrap();
+    // The same host without an IOMMU (VMs yes, GPUs into VMs no).
+    let host = cloud
+        .app
+        .store
+        .host_get(&cloud.hosts[0])
+        .await
+        .unwrap()
+        .unwrap();
+    let mut inv: HostInventory = serde_json::from_value(host.inventory).unwrap();
+    assert!(inv.gpu_passthrough);
+    inv.gpu_passthrough = false;
+    cloud.app.gateway.register(&inv).await.unwrap();
+    let msg = poll(
+        "the host to stop offering GPU passthrough",
+        std::time::Duration::from_secs(30),
+        || {
+            let t = &t;
+            let dry = dry.clone();
+            async move {
+                let r = t.cvm("RunInstances", dry).await;
+                let msg = format!("{r:?}");
+                (code(r) == "InvalidParameterValue.InvalidImageForGivenInstanceType").then_some(msg)
+            }
+        },
+    )
+    .await;
+    assert!(msg.contains("GPU passthrough"), "{msg}");
+    // Containers still get the GPUs.
+    image(&cloud, "img-gcctrtst", "container").await;
+    let mut ctr = dry.clone();
+    ctr["ImageId"] = json!("img-gcctrtst");
+    t.cvm("RunInstances", ctr).await.unwrap();
+}

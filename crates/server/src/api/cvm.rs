@@ -812,9 +812,7 @@ pub async fn run_instances(
     let internet = internet_of(&req.internet_accessible)?;
     let system_disk = system_disk_of(&req.system_disk)?;
     let data_disks = data_disks_of(&req.data_disks)?;
-    if image.runtime == "container"
-        && data_disks.as_array().is_some_and(|d| !d.is_empty())
-    {
+    if image.runtime == "container" && data_disks.as_array().is_some_and(|d| !d.is_empty()) {
         return Err(CloudError::ParameterCombination(format!(
             "{} is a container image; container instances have no block devices, so DataDisks needs a VM image (tag runtime=qemu)",
             image.image_id

@@ -77,7 +77,11 @@ pub fn no_fit(e: NoFit, t: &InstanceType, zone: &str, image: &str, runtime: &str
         },
         NoFit::NoRuntime => CloudError::ImageRuntimeUnavailable {
             image: image.to_string(),
-            runtime: runtime.to_string(),
+            runtime: if runtime == "qemu" && t.gpus > 0 {
+                "qemu with GPU passthrough (IOMMU and vfio-pci)".to_string()
+            } else {
+                runtime.to_string()
+            },
             zone: zone.to_string(),
         },
         NoFit::Full(detail) => CloudError::InsufficientCapacity {
@@ -85,6 +89,16 @@ pub fn no_fit(e: NoFit, t: &InstanceType, zone: &str, image: &str, runtime: &str
             zone: zone.to_string(),
             detail,
         },
+    }
+}
+
+/// The runtime a placement needs: a VM with GPUs needs a host that passes
+/// GPUs through.
+fn request_bit(runtime: &str, gpus: u32) -> u8 {
+    if runtime == "qemu" && gpus > 0 {
+        gpucloud_scheduler::Runtimes::QEMU_GPU
+    } else {
+        runtime_bit(runtime)
     }
 }
 
@@ -96,7 +110,7 @@ fn request_for(spec: &PlaceSpec, exclude: Vec<String>) -> PlacementRequest {
         gpus: t.gpus,
         cpu: t.cpu,
         mem_mib: t.memory_mib(),
-        runtime: runtime_bit(&spec.template.runtime),
+        runtime: request_bit(&spec.template.runtime, t.gpus),
         spread: spec
             .group
             .as_ref()
@@ -402,7 +416,7 @@ pub async fn resize(
                     gpus: new.gpus,
                     cpu: new.cpu,
                     mem_mib: new.memory_mib(),
-                    runtime: runtime_bit(&row.runtime),
+                    runtime: request_bit(&row.runtime, new.gpus),
                     spread: group_hosts
                         .as_ref()
                         .map(|(level, hosts)| (spread_level(level), hosts.clone())),
