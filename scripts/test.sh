@@ -14,8 +14,9 @@ ensure_venv "$root"
 ensure_postgres
 # The privileged host tests: containers (runc), network namespaces (iproute2),
 # nftables checks in doctor, VMs (QEMU, qemu-img, genisoimage for seeds, an
-# SSH client to log in), libfaketime (a tccli request signed in the past).
-apt_install runc iproute2 nftables qemu-system-x86 genisoimage openssh-client faketime
+# SSH client to log in, sshpass for a password login), libfaketime (a tccli
+# request signed in the past).
+apt_install runc iproute2 nftables qemu-system-x86 genisoimage openssh-client sshpass faketime
 # Separately: a qemu-utils from elsewhere (backports) can be removed by the
 # install above; this puts Debian's back.
 apt_install qemu-utils

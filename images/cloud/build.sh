@@ -37,8 +37,16 @@ work="$(mktemp -d)"
 mnt=
 cleanup() {
   [ -n "$mnt" ] && umount "$mnt" 2>/dev/null || true
-  for m in var/cache/apt/archives dev/pts dev sys proc; do umount "$work/root/$m" 2>/dev/null || true; done
-  rm -rf "$work"
+  for m in var/cache/apt/archives dev/pts dev sys proc; do
+    umount "$work/root/$m" 2>/dev/null || umount -l "$work/root/$m" 2>/dev/null || true
+  done
+  # Never delete through a mount that is still there (the host's /dev, the
+  # package cache): leave the directory for a person to look at instead.
+  if grep -q " $work" /proc/self/mounts; then
+    echo "$0: $work still has mounts; not removing it" >&2
+    return
+  fi
+  rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
 mkdir -p "$out/.debs"

@@ -138,12 +138,16 @@ def cloud_factory(workdir):
         return c
 
     yield make
-    try:
-        for c in clouds:
+    errors = []
+    for c in clouds:
+        try:
             c.stop()
-    finally:
-        for c in clouds:
+        except Exception as e:  # noqa: BLE001 - stop every cloud, then report
+            errors.append(e)
+        finally:
             _reap_host_leftovers(c.data_dir)
+    if errors:
+        raise errors[0]
 
 
 def _reap_host_leftovers(data_dir):
@@ -153,7 +157,7 @@ def _reap_host_leftovers(data_dir):
     what is mounted there and drop VPC namespaces nothing runs in."""
     if os.geteuid() != 0:
         return
-    d = str(data_dir)
+    d = str(data_dir).rstrip("/") + "/"
     killed = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
@@ -179,10 +183,21 @@ def _reap_host_leftovers(data_dir):
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     for m in sorted((m for m in mounts if m.startswith(d)), key=len, reverse=True):
         subprocess.run(["umount", "-l", m], capture_output=True)
-    for ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split("\n"):
-        name = ns.split(" ")[0]
-        if name.startswith("gcv-") and not subprocess.run(["ip", "netns", "pids", name],
-                                                          capture_output=True, text=True).stdout.strip():
+    # This cloud's VPC namespaces (gcv-<vpc>), once nothing runs in them.
+    import sqlite3
+    db = data_dir / "gpucloud.db"
+    if not db.exists():
+        return
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            vpcs = [r[0] for r in conn.execute("SELECT vpc_id FROM vpcs")]
+    except sqlite3.Error:
+        return
+    existing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    for vpc in vpcs:
+        name = "gcv-" + vpc.removeprefix("vpc-")
+        if name in existing and not subprocess.run(["ip", "netns", "pids", name],
+                                                   capture_output=True, text=True).stdout.strip():
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 

@@ -58,6 +58,12 @@ def test_a_debian_cloud_image_with_stock_cloud_init(cloud_factory, workdir):
                "--SystemDisk", json.dumps({"DiskType": "CLOUD_PREMIUM", "DiskSize": 20}),
                "--LoginSettings", json.dumps({"KeyIds": [key["KeyId"]]}),
                "--UserData", user_data)["InstanceIdSet"][0]
+    # A second instance logs in with a password instead (cloud-init's
+    # chpasswd for root and the sshd drop-in from the seed's vendor-data).
+    password = "Gpu-Cloud-2026x"
+    pid = t.ok("cvm", "RunInstances", "--Placement", json.dumps({"Zone": ZONE}), "--ImageId", CLOUD_IMAGE,
+               "--InstanceType", "S5.SMALL2", "--InstanceName", "debian-password",
+               "--LoginSettings", json.dumps({"Password": password}))["InstanceIdSet"][0]
     wait_for("the VM to run", lambda: _state(t, iid)["InstanceState"] == "RUNNING", timeout=600, interval=1)
     to_running = time.monotonic() - started
     inst = _state(t, iid)
@@ -83,6 +89,24 @@ def test_a_debian_cloud_image_with_stock_cloud_init(cloud_factory, workdir):
     assert out[5].split("/")[0] == ip, out
     gw = out[6]
     assert gw.rsplit(".", 1)[0] == ip.rsplit(".", 1)[0], out
+
+    # Root's password, over SSH, on the second instance; then it goes.
+    wait_for("the password VM to run", lambda: _state(t, pid)["InstanceState"] == "RUNNING", timeout=600, interval=1)
+    pinst = _state(t, pid)
+
+    def password_login():
+        r = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{ns}", "sshpass", "-p", password, "ssh",
+             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no",
+             "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+             f"root@{pinst['PrivateIpAddresses'][0]}", "cloud-init status --wait | tail -1 | tr -d ' '; hostname"],
+            capture_output=True, text=True, timeout=300)
+        return r.stdout.split() if r.returncode == 0 else None
+
+    assert wait_for("root to log in with the password", password_login, timeout=600, interval=2) == \
+        ["status:done", pinst["HostName"]]
+    t.ok("cvm", "TerminateInstances", "--InstanceIds", json.dumps([pid]))
 
     # TAT through the image's own qemu-guest-agent.
     s = _run_command(t, iid, ". /etc/os-release; echo $VERSION_CODENAME; id -un", timeout=180)

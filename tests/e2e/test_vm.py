@@ -34,7 +34,7 @@ def _prerequisites():
     if os.geteuid() != 0:
         why = "needs root for VMs (tap devices, network namespaces)"
     else:
-        for b in ("qemu-system-x86_64", "qemu-img", "genisoimage", "runc", "ssh", "nsenter"):
+        for b in ("qemu-system-x86_64", "qemu-img", "genisoimage", "runc", "ssh", "sshpass", "nsenter"):
             if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists():
                 why = f"needs {b} (scripts/test.sh installs it)"
                 break

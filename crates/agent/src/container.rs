@@ -648,8 +648,15 @@ impl Runtime for ContainerRuntime {
                     .map_err(|e| err("waiting for the command", e))?
             }
         };
-        for r in readers {
-            let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+        // Grandchildren that left the tree may hold the pipes open: wait a
+        // little, then stop reading.
+        for mut r in readers {
+            if tokio::time::timeout(Duration::from_secs(5), &mut r)
+                .await
+                .is_err()
+            {
+                r.abort();
+            }
         }
         let _ = std::fs::remove_file(&pid_file);
         let mut output = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
@@ -696,22 +703,28 @@ struct PasswdEntry {
 /// followed (they could point at the host's files), and lines that do not
 /// parse are skipped.
 fn passwd_entry(rootfs: &Path, name: &str) -> Option<PasswdEntry> {
-    fn read_plain(p: &Path) -> Option<String> {
+    // Each component is opened relative to the one before with O_NOFOLLOW
+    // (no link, and no swapping `etc` for a link between check and open),
+    // O_NONBLOCK (a FIFO in its place cannot hang the agent), and only a
+    // regular file is read, at most 4 MiB.
+    fn read_plain(rootfs: &Path, file: &str) -> Option<String> {
+        use nix::fcntl::{openat, OFlag};
+        use nix::sys::stat::Mode;
         use std::io::Read;
-        use std::os::unix::fs::OpenOptionsExt;
-        let etc = p.parent()?;
-        if std::fs::symlink_metadata(etc)
-            .ok()?
-            .file_type()
-            .is_symlink()
-        {
-            return None;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(p)
-            .ok()?;
+        use std::os::fd::{AsFd, OwnedFd};
+        let dir = std::fs::File::open(rootfs).ok()?;
+        let open = |at: std::os::fd::BorrowedFd<'_>, name: &str, extra: OFlag| -> Option<OwnedFd> {
+            openat(
+                at,
+                name,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | extra,
+                Mode::empty(),
+            )
+            .ok()
+        };
+        let etc = open(dir.as_fd(), "etc", OFlag::O_DIRECTORY)?;
+        let f = open(etc.as_fd(), file, OFlag::empty())?;
+        let mut f = std::fs::File::from(f);
         if !f.metadata().ok()?.is_file() {
             return None;
         }
@@ -719,10 +732,18 @@ fn passwd_entry(rootfs: &Path, name: &str) -> Option<PasswdEntry> {
         f.by_ref().take(4 << 20).read_to_string(&mut s).ok()?;
         Some(s)
     }
-    if name.is_empty() || name.contains(':') {
+    if name.is_empty() || name.contains(':') || name.contains('/') {
         return None;
     }
-    let passwd = read_plain(&rootfs.join("etc/passwd"))?;
+    let Some(passwd) = read_plain(rootfs, "passwd") else {
+        // An image without /etc/passwd (built from scratch) still has root.
+        return (name == "root").then(|| PasswdEntry {
+            uid: 0,
+            gid: 0,
+            home: "/root".into(),
+            groups: vec![],
+        });
+    };
     let mut entry = passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         (f.len() >= 7 && f[0] == name).then(|| {
@@ -738,7 +759,7 @@ fn passwd_entry(rootfs: &Path, name: &str) -> Option<PasswdEntry> {
             })
         })?
     })?;
-    if let Some(group) = read_plain(&rootfs.join("etc/group")) {
+    if let Some(group) = read_plain(rootfs, "group") {
         for l in group.lines() {
             let f: Vec<&str> = l.split(':').collect();
             if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
@@ -763,14 +784,20 @@ async fn collect(
     out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 ) {
     use tokio::io::AsyncReadExt;
+    // The last MiB is kept (the agent reports only the tail anyway), so a
+    // chatty command cannot grow the agent's memory.
+    const KEEP: usize = 1 << 20;
     let mut buf = [0u8; 8192];
     while let Ok(n) = r.read(&mut buf).await {
         if n == 0 {
             break;
         }
-        out.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(&buf[..n]);
+        let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
+        o.extend_from_slice(&buf[..n]);
+        if o.len() > 2 * KEEP {
+            let cut = o.len() - KEEP;
+            o.drain(..cut);
+        }
     }
 }
 
@@ -829,10 +856,25 @@ mod tests {
         assert_eq!(passwd_entry(root.path(), "root").map(|e| e.uid), Some(0));
         assert_eq!(passwd_entry(root.path(), "mallory"), None);
         assert_eq!(passwd_entry(root.path(), "broken line"), None);
-        // A tenant's /etc/passwd that points at the host's is not read.
+        // A tenant's /etc/passwd that points at the host's is not read;
+        // root stays root.
         std::fs::remove_file(etc.join("passwd")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", etc.join("passwd")).unwrap();
-        assert_eq!(passwd_entry(root.path(), "root"), None);
+        assert_eq!(passwd_entry(root.path(), "alice"), None);
+        assert_eq!(passwd_entry(root.path(), "root").map(|e| e.uid), Some(0));
+        // A FIFO in its place does not hang the agent.
+        std::fs::remove_file(etc.join("passwd")).unwrap();
+        nix::unistd::mkfifo(&etc.join("passwd"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(passwd_entry(root.path(), "alice"), None);
+        // Nor does an `etc` that is a link.
+        std::fs::remove_file(etc.join("passwd")).unwrap();
+        std::fs::remove_dir_all(&etc).unwrap();
+        std::os::unix::fs::symlink("/etc", &etc).unwrap();
+        assert_eq!(
+            passwd_entry(root.path(), "root").map(|e| e.home),
+            Some("/root".into())
+        );
+        assert_eq!(passwd_entry(root.path(), "daemon"), None);
     }
     use crate::gpu::FakeGpuDevices;
     use gpucloud_agent_api::{AssignedGpu, DesiredPower, ImageRef};

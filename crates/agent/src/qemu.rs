@@ -242,11 +242,12 @@ pub fn seed_files(spec: &InstanceSpec) -> Vec<(&'static str, Vec<u8>)> {
     // cloud-init gives the meta-data keys to the image's default user and to
     // root, but fences root off unless `disable_root` is false; a password
     // goes to root through `chpasswd.users` (cloud-init 22.3+), and sshd must
-    // then let root log in with it (Debian's default is keys only).
+    // then let root log in with it (Debian's default is keys only), ahead of
+    // an image's own drop-ins that turn passwords off (Ubuntu's 60-…).
     let mut vendor = String::from("#cloud-config\ndisable_root: false\n");
     if let Some(p) = &spec.password {
         vendor.push_str(&format!(
-            "ssh_pwauth: true\nchpasswd:\n  expire: false\n  users:\n    - name: root\n      type: text\n      password: {}\nwrite_files:\n  - path: /etc/ssh/sshd_config.d/50-gpucloud-root-login.conf\n    permissions: \"0644\"\n    content: \"PermitRootLogin yes\\n\"\n",
+            "ssh_pwauth: true\nchpasswd:\n  expire: false\n  users:\n    - name: root\n      type: text\n      password: {}\nwrite_files:\n  - path: /etc/ssh/sshd_config.d/50-gpucloud-root-login.conf\n    permissions: \"0644\"\n    content: \"PermitRootLogin yes\\nPasswordAuthentication yes\\n\"\n",
             yaml_quote(p)
         ));
     }

@@ -142,6 +142,8 @@ pub struct DiskInfo {
     pub virtual_size: u64,
     /// Whether it needs a backing file.
     pub has_backing: bool,
+    /// Whether its data lives in an external file (qcow2 `data-file`).
+    pub has_data_file: bool,
 }
 
 /// Reads a disk image's format and size with `qemu-img info`.
@@ -169,6 +171,7 @@ pub fn disk_info(file: &Path) -> Result<DiskInfo> {
         format,
         virtual_size,
         has_backing: v.get("backing-filename").is_some(),
+        has_data_file: v["format-specific"]["data"].get("data-file").is_some(),
     })
 }
 
@@ -197,9 +200,19 @@ pub async fn import_disk(
         let src = src.clone();
         tokio::task::spawn_blocking(move || disk_info(&src)).await??
     };
-    if info.format == "iso" {
+    // Only self-contained formats: a qcow2 that names another file (backing
+    // or external data file) or a vmdk whose extents do would make QEMU or
+    // qemu-img read files of this host into a tenant's disk.
+    if !matches!(info.format.as_str(), "qcow2" | "raw") {
         bail!(
-            "{} is an ISO image; import a disk image (qcow2, raw …)",
+            "{} is a {} image; import qcow2 or raw (convert it yourself with `qemu-img convert -O qcow2` after checking it)",
+            src.display(),
+            info.format
+        );
+    }
+    if info.has_backing || info.has_data_file {
+        bail!(
+            "{} refers to other files (a backing file or an external data file); import a standalone qcow2 (`qemu-img convert -O qcow2` flattens it)",
             src.display()
         );
     }
@@ -237,6 +250,8 @@ pub async fn import_disk(
         "size_gib": info.virtual_size.div_ceil(1 << 30).max(1),
         "guest_agent": !args.no_guest_agent,
     });
+    // Only a directory this import renamed into place is removed on failure.
+    let renamed = std::sync::atomic::AtomicBool::new(false);
     let result = async {
         std::fs::create_dir_all(&staging)?;
         {
@@ -250,6 +265,7 @@ pub async fn import_disk(
         m["size_mib"] = size_mib.into();
         std::fs::write(staging.join("image.json"), serde_json::to_vec_pretty(&m)?)?;
         std::fs::rename(&staging, &final_dir)?;
+        renamed.store(true, std::sync::atomic::Ordering::Relaxed);
         gpucloud_server::app::images::import(store, &final_dir.join("image.json"), images_dir)
             .await
             .map_err(|e| anyhow::anyhow!(chain(&e)))
@@ -257,15 +273,17 @@ pub async fn import_disk(
     .await;
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
-        let _ = std::fs::remove_dir_all(&final_dir);
+        if renamed.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = std::fs::remove_dir_all(&final_dir);
+        }
     }
     result
 }
 
-/// A standalone qcow2 at `dst`: a copy of a qcow2 without a backing file
-/// (with a progress bar), else `qemu-img convert` (with its own).
+/// A standalone qcow2 at `dst`: a copy of a qcow2 (with a progress bar), or
+/// a raw disk converted by `qemu-img convert -f raw` (with its own).
 fn place_disk(src: &Path, dst: &Path, info: &DiskInfo) -> Result<()> {
-    if info.format == "qcow2" && !info.has_backing {
+    if info.format == "qcow2" {
         use std::io::{Read, Write};
         let mut r = std::fs::File::open(src)?;
         let total = r.metadata()?.len();
@@ -289,7 +307,7 @@ fn place_disk(src: &Path, dst: &Path, info: &DiskInfo) -> Result<()> {
         bar.finish_and_clear();
     } else {
         let mut cmd = std::process::Command::new("qemu-img");
-        cmd.args(["convert", "-O", "qcow2"]);
+        cmd.args(["convert", "-f", &info.format, "-O", "qcow2"]);
         if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             cmd.arg("-p");
         }
@@ -365,13 +383,35 @@ mod tests {
                 .unwrap();
         assert_eq!(m["guest_agent"], true);
         assert!(m.get("kernel").is_none(), "boots through firmware");
-        // A raw disk (and an overlay) become a standalone qcow2.
+        // A raw disk becomes a qcow2.
         let r = dir.path().join("disk.raw");
         qemu_img(&["create", "-f", "raw", r.to_str().unwrap(), "1536M"]);
         let row = import_disk(&st, &args(&r, None), &images).await.unwrap();
         assert_eq!(row.size_gib, 2);
         let d = disk_info(&images.join(&row.image_id).join("disk.qcow2")).unwrap();
         assert_eq!(d.format, "qcow2");
+        // Images that name other files of this host are refused.
+        let overlay = dir.path().join("overlay.qcow2");
+        qemu_img(&[
+            "create",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            q.to_str().unwrap(),
+            overlay.to_str().unwrap(),
+        ]);
+        let e = import_disk(&st, &args(&overlay, None), &images)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("refers to other files"), "{e}");
+        let vmdk = dir.path().join("disk.vmdk");
+        qemu_img(&["create", "-f", "vmdk", vmdk.to_str().unwrap(), "1G"]);
+        let e = import_disk(&st, &args(&vmdk, None), &images)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("import qcow2 or raw"), "{e}");
         // Nothing stays in staging.
         let names: Vec<String> = std::fs::read_dir(&images)
             .unwrap()

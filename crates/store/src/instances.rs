@@ -972,7 +972,12 @@ impl Store {
             .bind(op.action())
             .bind(request_id)
             .bind(reboot)
-            .bind(opts.stop_type.clone())
+            // The recycle bin powers the instance off at once.
+            .bind(if to == InstanceState::Shutdown {
+                Some("HARD".to_string())
+            } else {
+                opts.stop_type.clone()
+            })
             .bind(if op == Operation::Stop {
                 opts.stopped_mode.clone()
             } else {
@@ -1420,13 +1425,13 @@ impl Store {
             let (to, result) = lifecycle::settle(inst.state, observed);
             // A prepaid instance in the recycle bin: the first terminate is
             // done once the host has powered it off.
-            let result = if to == InstanceState::Shutdown
-                && observed == Observed::Stopped
-                && inst.latest_operation_state.as_deref() == Some("OPERATING")
-            {
-                Some(true)
-            } else {
-                result
+            let result = match (to, observed) {
+                (InstanceState::Shutdown, Observed::Stopped | Observed::Failed)
+                    if inst.latest_operation_state.as_deref() == Some("OPERATING") =>
+                {
+                    Some(observed == Observed::Stopped)
+                }
+                _ => result,
             };
             let mut held = inst.resources_held;
             let mut host_after = inst.host_id.clone();
