@@ -14,7 +14,7 @@
 #                       among its datasources), cloud-guest-utils (growpart),
 #                       OpenSSH (host keys made by cloud-init at first boot),
 #                       qemu-guest-agent, ifupdown, locales.
-#   OUTDIR/image.json   the manifest `gpucloud admin image import` reads.
+#   OUTDIR/image.json   the manifest `gpucloud image import` reads.
 #
 # Nothing gpucloud-specific is installed in the guest: everything the
 # platform sets up (hostname, network, keys, password, user data) comes from

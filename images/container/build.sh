@@ -6,7 +6,7 @@
 #   images/container/build.sh OUTDIR
 #
 # Writes OUTDIR/rootfs.tar.gz and OUTDIR/image.json (the manifest `gpucloud up`
-# and `gpucloud admin image import` read). Needs apt-get and dpkg-deb.
+# and `gpucloud image import` read). Needs apt-get and dpkg-deb.
 set -euo pipefail
 out="${1:?usage: $0 OUTDIR}"
 mkdir -p "$out"

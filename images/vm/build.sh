@@ -18,7 +18,7 @@
 #                       and gpucloud-init, which applies the platform's
 #                       NoCloud seed (hostname, network, SSH keys, password,
 #                       user-data script).
-#   OUTDIR/image.json   the manifest `gpucloud admin image import` reads.
+#   OUTDIR/image.json   the manifest `gpucloud image import` reads.
 #
 # The guest's boot scripts are the files under images/vm/rootfs/ (copied
 # verbatim) and images/vm/initramfs-init; images/vm/README.md describes the

@@ -720,7 +720,7 @@ impl QemuRuntime {
         };
         if !base.is_file() {
             return Err(RuntimeError::new(format!(
-                "image {} is not on this host (no {}): build it with images/vm/build.sh or import it with `gpucloud admin image import`",
+                "image {} is not on this host (no {}): build it with images/vm/build.sh or import it with `gpucloud image import`",
                 spec.image.image_id,
                 base.display()
             )));
