@@ -208,20 +208,36 @@ mod tests {
             below = descendants(pid);
         }
         assert!(below.len() >= 3, "{below:?}");
+        // (state, start time) of a process; the start time tells a reused PID.
+        let stat = |p: i32| -> Option<(String, String)> {
+            let s = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let f: Vec<String> = s
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            Some((f.first()?.clone(), f.get(19)?.clone()))
+        };
+        let started: Vec<(i32, String)> = below
+            .iter()
+            .filter_map(|&p| stat(p).map(|(_, t)| (p, t)))
+            .collect();
         kill_process_tree(pid);
         let status = child.wait().unwrap();
         assert!(!status.success());
-        for p in below {
-            // Gone, or a zombie waiting for a parent that is gone too.
-            let state = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            let state = state
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .next()
-                .unwrap_or("X");
-            assert!(matches!(state, "X" | "Z"), "process {p} is still {state}");
+        // SIGKILL is delivered asynchronously: each process must be gone (or
+        // a zombie) within a deadline.
+        for (p, t) in started {
+            let dead = || match stat(p) {
+                None => true,
+                Some((state, start)) => start != t || state == "Z" || state == "X",
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !dead() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert!(dead(), "process {p} still runs: {:?}", stat(p));
         }
     }
 }

@@ -153,9 +153,15 @@ pub async fn handle(
                 lang = l;
             }
             let action = call.as_ref().map_or("-", |c| c.action.as_str());
-            app.metrics.observe(action, e.code(), elapsed);
-            tracing::info!(request_id = %request_id, app_id = scope.map(|s| s.app_id()), action, code = e.code(), ms = elapsed.as_millis() as u64, "error");
-            json_response(&envelope_error(e.code(), &e.message(lang), &request_id))
+            // CVM spells its internal error `InternalServerError`; the other
+            // services use the common `InternalError`.
+            let code = match (e.code(), call.as_ref().map(|c| c.service.as_str())) {
+                ("InternalError", Some("cvm")) => "InternalServerError",
+                (c, _) => c,
+            };
+            app.metrics.observe(action, code, elapsed);
+            tracing::info!(request_id = %request_id, app_id = scope.map(|s| s.app_id()), action, code, ms = elapsed.as_millis() as u64, "error");
+            json_response(&envelope_error(code, &e.message(lang), &request_id))
         }
     }
 }
