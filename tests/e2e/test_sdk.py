@@ -29,7 +29,10 @@ def test_lifecycle_with_the_python_sdk(cloud_factory):
     cloud = cloud_factory("2*H100x8,1*T4x4@ap-guangzhou-4").start()
     c = cloud.sdk()
 
-    zones = call(c, "DescribeZones", {})
+    # Simulated hosts register right after `up` answers: both zones appear.
+    zones = wait_for("both zones' hosts to register", lambda: (lambda z: z if {
+        x["Zone"] for x in z["ZoneSet"] if x["ZoneState"] == "AVAILABLE"} >= {"ap-guangzhou-3", "ap-guangzhou-4"}
+        else None)(call(c, "DescribeZones", {})))
     assert {z["Zone"] for z in zones["ZoneSet"]} >= {"ap-guangzhou-3", "ap-guangzhou-4"}
     offers = call(c, "DescribeZoneInstanceConfigInfos", {"Filters": [{"Name": "instance-family", "Values": ["GT5"]}]})
     sell = {(o["InstanceType"], o["InstanceChargeType"]): o for o in offers["InstanceTypeQuotaSet"]}

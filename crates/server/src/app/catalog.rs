@@ -5,14 +5,15 @@ use gpucloud_api_types::cvm::{ItemPrice, Price};
 use gpucloud_core::catalog::{InstanceType, INSTANCE_TYPES};
 use gpucloud_core::pricing::{self, BandwidthPrice, ChargeType};
 
-/// Zones that have hosts (the default zone when there are none yet).
+/// Zones that have hosts, and the default zone (listed UNAVAILABLE while it has none).
 pub fn zones(app: &App) -> Vec<String> {
-    let z: Vec<String> = app.sched.with_index(|i| i.zones().into_iter().collect());
-    if z.is_empty() {
-        vec![app.cfg.default_zone.clone()]
-    } else {
-        z
+    let mut z: Vec<String> = app.sched.with_index(|i| i.zones().into_iter().collect());
+    // The cloud's own zone exists even before (or without) hosts in it.
+    if !z.contains(&app.cfg.default_zone) {
+        z.push(app.cfg.default_zone.clone());
+        z.sort();
     }
+    z
 }
 
 /// Whether a zone offers a type: some host there has its GPU model (any host for CPU-only types).
