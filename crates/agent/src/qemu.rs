@@ -1362,6 +1362,9 @@ impl Runtime for QemuRuntime {
             .and_then(|p| p.as_i64())
             .ok_or_else(|| RuntimeError::new("the guest agent returned no pid"))?;
         let deadline = Instant::now() + req.timeout;
+        // Once past the timeout the command's whole tree is killed inside the
+        // guest; the guest agent then hands over what it printed.
+        let mut killed_at: Option<Instant> = None;
         loop {
             let st = {
                 let _g = lock.lock().await;
@@ -1373,15 +1376,30 @@ impl Runtime for QemuRuntime {
                     true,
                 )
                 .await
-                .map_err(|e| err("the guest agent lost the command", e))?
             };
-            if st.get("exited").and_then(|e| e.as_bool()) == Some(true) {
-                let mut output = Vec::new();
-                for k in ["out-data", "err-data"] {
-                    if let Some(d) = st.get(k).and_then(|d| d.as_str()) {
-                        output.extend(b64.decode(d).unwrap_or_default());
-                    }
+            let st = match (st, killed_at) {
+                (Ok(st), _) => st,
+                (Err(e), None) => return Err(err("the guest agent lost the command", e)),
+                (Err(_), Some(_)) => serde_json::Value::Null,
+            };
+            let exited = st.get("exited").and_then(|e| e.as_bool()) == Some(true);
+            if let Some(k) = killed_at {
+                if exited || st.is_null() || k.elapsed() >= Duration::from_secs(5) {
+                    let mut output = guest_output(&st);
+                    output.extend_from_slice(
+                        format!(
+                            "\nthe command ran longer than {} s and was killed\n",
+                            req.timeout.as_secs()
+                        )
+                        .as_bytes(),
+                    );
+                    return Ok(ExecOutput {
+                        exit_code: 137,
+                        output,
+                        timed_out: true,
+                    });
                 }
+            } else if exited {
                 let exit_code = match (
                     st.get("exitcode").and_then(|c| c.as_i64()),
                     st.get("signal").and_then(|c| c.as_i64()),
@@ -1392,71 +1410,41 @@ impl Runtime for QemuRuntime {
                 };
                 return Ok(ExecOutput {
                     exit_code,
-                    output,
+                    output: guest_output(&st),
                     timed_out: false,
                 });
-            }
-            if Instant::now() >= deadline {
-                // Kill the command's whole tree inside the guest, then take
-                // what it printed (the guest agent hands the output over
-                // once the process has exited).
-                let mut output = Vec::new();
-                {
-                    let _g = lock.lock().await;
-                    let _ = qga(
-                        &sock,
-                        "guest-exec",
-                        Some(serde_json::json!({
-                            "path": "/bin/sh",
-                            "arg": ["-c", crate::runtime::KILL_TREE_SH, "sh", gpid.to_string()],
-                        })),
-                        Duration::from_secs(5),
-                        true,
-                    )
-                    .await;
-                }
-                let until = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < until {
-                    let st = {
-                        let _g = lock.lock().await;
-                        qga(
-                            &sock,
-                            "guest-exec-status",
-                            Some(serde_json::json!({ "pid": gpid })),
-                            Duration::from_secs(5),
-                            true,
-                        )
-                        .await
-                    };
-                    match st {
-                        Ok(st) if st.get("exited").and_then(|e| e.as_bool()) == Some(true) => {
-                            for k in ["out-data", "err-data"] {
-                                if let Some(d) = st.get(k).and_then(|d| d.as_str()) {
-                                    output.extend(b64.decode(d).unwrap_or_default());
-                                }
-                            }
-                            break;
-                        }
-                        Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                        Err(_) => break,
-                    }
-                }
-                output.extend_from_slice(
-                    format!(
-                        "\nthe command ran longer than {} s and was killed\n",
-                        req.timeout.as_secs()
-                    )
-                    .as_bytes(),
-                );
-                return Ok(ExecOutput {
-                    exit_code: 137,
-                    output,
-                    timed_out: true,
-                });
+            } else if Instant::now() >= deadline {
+                let _g = lock.lock().await;
+                let _ = qga(
+                    &sock,
+                    "guest-exec",
+                    Some(serde_json::json!({
+                        "path": "/bin/sh",
+                        "arg": ["-c", crate::runtime::KILL_TREE_SH, "sh", gpid.to_string()],
+                    })),
+                    Duration::from_secs(5),
+                    true,
+                )
+                .await;
+                killed_at = Some(Instant::now());
+                continue;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// A finished `guest-exec-status`'s stdout then stderr.
+fn guest_output(st: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut output = Vec::new();
+    for k in ["out-data", "err-data"] {
+        if let Some(d) = st.get(k).and_then(|d| d.as_str()) {
+            output.extend(b64.decode(d).unwrap_or_default());
+        }
+    }
+    output
 }
 
 async fn base_virtual_size(qemu_img: &Path, base: &Path) -> u64 {
