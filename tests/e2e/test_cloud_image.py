@@ -118,14 +118,28 @@ def test_a_debian_cloud_image_with_stock_cloud_init(cloud_factory, workdir):
     wait_for("the VM to stop", lambda: _state(t, iid)["InstanceState"] == "STOPPED", timeout=300, interval=1)
     assert _qemu_of(iid) == []
 
+    # While it is stopped, the tenant swaps its key pair. Cloud-init applies
+    # keys once per instance; gpucloud's agent brings them over through the
+    # guest agent at the next boot.
+    key2 = t.ok("cvm", "CreateKeyPair", "--KeyName", "cloudkey2", "--ProjectId", "0")["KeyPair"]
+    key2_file = workdir / "cloudkey2"
+    key2_file.write_text(key2["PrivateKey"])
+    key2_file.chmod(0o600)
+    t.ok("cvm", "AssociateInstancesKeyPairs", "--InstanceIds", json.dumps([iid]), "--KeyIds", json.dumps([key2["KeyId"]]))
+    t.ok("cvm", "DisassociateInstancesKeyPairs", "--InstanceIds", json.dumps([iid]), "--KeyIds", json.dumps([key["KeyId"]]))
+    assert _state(t, iid)["LoginSettings"]["KeyIds"] == [key2["KeyId"]]
+
     # Start: same host name, same address, the user data did not run again
-    # (cloud-init keeps per-instance state on the disk).
+    # (cloud-init keeps per-instance state on the disk); the new key logs in,
+    # the old one no longer does.
     t.ok("cvm", "StartInstances", "--InstanceIds", json.dumps([iid]))
     wait_for("the VM to run again", lambda: _state(t, iid)["InstanceState"] == "RUNNING", timeout=600, interval=1)
-    again = wait_for("SSH after the restart", lambda: (lambda r: r.stdout if r.returncode == 0 else None)(
-        _ssh(ns, key_file, ip, "hostname; ls /root; cloud-init status --wait >/dev/null; echo ok", timeout=300)),
+    again = wait_for("SSH with the new key after the restart", lambda: (lambda r: r.stdout if r.returncode == 0 else None)(
+        _ssh(ns, key2_file, ip, "hostname; ls /root; cloud-init status --wait >/dev/null; echo ok", timeout=300)),
         timeout=600, interval=2).split()
     assert again == [inst["HostName"], "user-data.txt", "ok"], again
+    old = _ssh(ns, key_file, ip, "true", timeout=60)
+    assert old.returncode != 0, "the disassociated key must no longer log in"
 
     vm_dir = cloud.data_dir / "agent" / "qemu" / "vms" / iid
     t.ok("cvm", "TerminateInstances", "--InstanceIds", json.dumps([iid]))

@@ -26,6 +26,7 @@ from conftest import ROOT, Tccli, wait_for
 ZONE = "ap-guangzhou-3"
 VM_IMAGE = "img-gcvmdeb1"
 CTR_IMAGE = "img-gc0ctr12"
+NOAGENT_IMAGE = "img-vmnoagnt"
 IMAGES = Path(os.environ.get("GPUCLOUD_TEST_IMAGES", ROOT / "target" / "test-images"))
 
 
@@ -147,6 +148,15 @@ def test_vm_lifecycle_with_ssh_user_data_tat_and_a_container_beside_it(cloud_fac
     cloud = cloud_factory(None, name="vmhost")
     _copy_image(vm_src, cloud.data_dir / "images" / "vm")
     _copy_image(ctr_src, cloud.data_dir / "images" / "busybox")
+    # The same VM image registered once more as one without a guest agent
+    # (the files hard-linked; readiness is then the console's login prompt).
+    noagent = cloud.data_dir / "images" / "vmnoagnt"
+    noagent.mkdir()
+    manifest = json.loads((vm_src / "image.json").read_text())
+    for f in (manifest["file"], manifest["kernel"], manifest["initrd"]):
+        os.link(cloud.data_dir / "images" / "vm" / f, noagent / f)
+    manifest.update(id=NOAGENT_IMAGE, name="gpucloud VM without a guest agent", guest_agent=False)
+    (noagent / "image.json").write_text(json.dumps(manifest))
     cloud.start()
     t = Tccli(cloud, workdir / "home")
 
@@ -154,7 +164,7 @@ def test_vm_lifecycle_with_ssh_user_data_tat_and_a_container_beside_it(cloud_fac
         (h for h in cloud.admin("hosts") if h["kind"] == "real" and "qemu" in h["runtimes"]), None))
     assert "container" in host["runtimes"]
     imgs = t.ok("cvm", "DescribeImages", "--Filters", json.dumps([{"Name": "tag:runtime", "Values": ["qemu"]}]))
-    assert [i["ImageId"] for i in imgs["ImageSet"]] == [VM_IMAGE]
+    assert sorted(i["ImageId"] for i in imgs["ImageSet"]) == sorted([VM_IMAGE, NOAGENT_IMAGE])
 
     key = t.ok("cvm", "CreateKeyPair", "--KeyName", "vmkey", "--ProjectId", "0")["KeyPair"]
     key_file = workdir / "vmkey"
@@ -251,6 +261,10 @@ def test_vm_lifecycle_with_ssh_user_data_tat_and_a_container_beside_it(cloud_fac
     out = wait_for("SSH after the restart", ssh_ready, timeout=120, interval=0.5).split()
     assert out[0] == inst["HostName"] and out[5:] == ["made-by-user-data"], out
 
+    # The agent added root's key through the guest agent too (what reaches
+    # cloud images when key pairs change) and remembers what it added.
+    assert json.loads((vm_dir / "keys.applied").read_text()) == [" ".join(key["PublicKey"].split()[:2])]
+
     # `poweroff` inside the guest: the instance is honestly STOPPED, not restarted.
     _ssh(ns, key_file, ip, "(sleep 0.2; poweroff) >/dev/null 2>&1 &")
     wait_for("the guest's own poweroff to show", lambda: _state(t, iid)["InstanceState"] == "STOPPED",
@@ -267,3 +281,15 @@ def test_vm_lifecycle_with_ssh_user_data_tat_and_a_container_beside_it(cloud_fac
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert "gct" + iid.removeprefix("ins-") not in links, "tap left"
 
+    # An image without a guest agent: TAT says so up front; the VM still
+    # comes up (the login prompt on its console is the readiness signal).
+    nid = t.ok("cvm", "RunInstances", "--Placement", json.dumps({"Zone": ZONE}), "--ImageId", NOAGENT_IMAGE,
+               "--InstanceType", "S5.SMALL1", "--InstanceName", "noagent")["InstanceIdSet"][0]
+    assert t.err("tat", "RunCommand", "--InstanceIds", json.dumps([nid]), "--Content",
+                 base64.b64encode(b"true").decode()) == "ResourceUnavailable.AgentNotInstalled"
+    wait_for("the VM without a guest agent to run", lambda: _state(t, nid)["InstanceState"] == "RUNNING",
+             timeout=240, interval=0.5)
+    t.ok("cvm", "TerminateInstances", "--InstanceIds", json.dumps([nid]))
+    wait_for("it to go", lambda: t.ok("cvm", "DescribeInstances", "--InstanceIds",
+                                      json.dumps([nid]))["TotalCount"] == 0, timeout=120)
+    assert _qemu_of(nid) == []

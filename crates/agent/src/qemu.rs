@@ -221,6 +221,23 @@ fn key_material(k: &str) -> Option<String> {
     (known && ok(ty) && ok(body) && body.len() >= 16).then(|| format!("{ty} {body}"))
 }
 
+/// What to change in a guest's `authorized_keys`: the wanted keys gpucloud
+/// has not added yet, and the keys it added earlier that are no longer
+/// wanted. A key the tenant deleted by hand after gpucloud added it stays
+/// deleted until it is associated again.
+pub fn key_changes(applied: &[String], desired: &[String]) -> (Vec<String>, Vec<String>) {
+    let pick = |from: &[String], not_in: &[String]| {
+        let mut v: Vec<String> = Vec::new();
+        for k in from {
+            if !not_in.contains(k) && !v.contains(k) {
+                v.push(k.clone());
+            }
+        }
+        v
+    };
+    (pick(desired, applied), pick(applied, desired))
+}
+
 /// The four files of the cloud-init NoCloud seed, as `(name, content)`.
 pub fn seed_files(spec: &InstanceSpec) -> Vec<(&'static str, Vec<u8>)> {
     let mut meta = format!(
@@ -925,6 +942,67 @@ impl QemuRuntime {
 
     /// Waits until the guest is up: the guest agent answers, or (images
     /// without one) the console shows a login prompt.
+    /// Brings root's `authorized_keys` in line with the instance's key pairs
+    /// through the guest agent, after every boot. Cloud-init writes the
+    /// seed's keys once per instance, so without this a key pair associated
+    /// (or disassociated) later would never reach a cloud image. Only keys
+    /// gpucloud added are ever removed (`keys.applied` remembers them); keys
+    /// the tenant put there stay. A guest agent without the `guest-ssh-*`
+    /// commands (QEMU < 5.2) leaves a warning, not a failed start.
+    async fn sync_keys(&self, spec: &InstanceSpec) {
+        let id = &spec.instance_id;
+        let dir = self.dir(id);
+        let applied_file = dir.join("keys.applied");
+        let applied: Vec<String> = std::fs::read(&applied_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let desired: Vec<String> = spec
+            .ssh_keys
+            .iter()
+            .filter_map(|k| key_material(k))
+            .collect();
+        let (add, remove) = key_changes(&applied, &desired);
+        if add.is_empty() && remove.is_empty() {
+            return;
+        }
+        let lock = self.qga_lock(id);
+        let _g = lock.lock().await;
+        let sock = dir.join("qga.sock");
+        let mut last = String::new();
+        // The guest agent may answer a ping a moment before it takes
+        // commands that touch the disk; a few tries cover that.
+        for _ in 0..5 {
+            let mut ok = true;
+            for (cmd, keys) in [
+                ("guest-ssh-remove-authorized-keys", &remove),
+                ("guest-ssh-add-authorized-keys", &add),
+            ] {
+                if keys.is_empty() {
+                    continue;
+                }
+                let args = serde_json::json!({ "username": "root", "keys": keys });
+                if let Err(e) = qga(&sock, cmd, Some(args), Duration::from_secs(10), true).await {
+                    last = format!("{cmd}: {e}");
+                    ok = false;
+                    break;
+                }
+            }
+            if ok {
+                if let Err(e) = write_private(
+                    &applied_file,
+                    &serde_json::to_vec(&desired).unwrap_or_default(),
+                ) {
+                    tracing::warn!(instance = %id, error = %e.0, "could not remember the applied keys");
+                }
+                tracing::info!(instance = %id, added = add.len(), removed = remove.len(), "root's SSH keys updated");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tracing::warn!(instance = %id, error = %last, "could not update root's SSH keys through the guest agent");
+    }
+
     async fn wait_ready(
         &self,
         id: &str,
@@ -1241,6 +1319,9 @@ impl Runtime for QemuRuntime {
             let _ = self.after_exit(id).await;
             return Err(e);
         }
+        if image.guest_agent {
+            self.sync_keys(spec).await;
+        }
         Ok(())
     }
 
@@ -1499,6 +1580,28 @@ mod tests {
             data_disks_gib: vec![10],
             app_id: 1,
         }
+    }
+
+    #[test]
+    fn key_changes_touch_only_what_gpucloud_added() {
+        let k = |s: &str| s.to_string();
+        // First boot: everything wanted is added, nothing removed.
+        assert_eq!(
+            key_changes(&[], &[k("a"), k("b"), k("a")]),
+            (vec![k("a"), k("b")], vec![])
+        );
+        // Nothing changed: nothing to do.
+        assert_eq!(
+            key_changes(&[k("a"), k("b")], &[k("b"), k("a")]),
+            (vec![], vec![])
+        );
+        // b disassociated, c associated.
+        assert_eq!(
+            key_changes(&[k("a"), k("b")], &[k("a"), k("c")]),
+            (vec![k("c")], vec![k("b")])
+        );
+        // All keys disassociated.
+        assert_eq!(key_changes(&[k("a")], &[]), (vec![], vec![k("a")]));
     }
 
     #[test]

@@ -34,6 +34,7 @@ async fn every_action_hides_other_tenants() {
             runtime: "sim".into(),
             location: String::new(),
             gpu_driver: false,
+            guest_agent: true,
             tags: vec![],
             created_at: 0,
         })

@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "console_sessions",
         include_str!("../migrations/0003_console_sessions.sql"),
     ),
+    (
+        4,
+        "image_guest_agent",
+        include_str!("../migrations/0004_image_guest_agent.sql"),
+    ),
 ];
 
 /// A handle on the database. Cheap to clone.

@@ -22,12 +22,16 @@ pub struct ImageRow {
     pub runtime: String,
     pub location: String,
     pub gpu_driver: bool,
+    /// Whether TAT can reach instances of this image (VM images: the QEMU
+    /// guest agent runs in them).
+    pub guest_agent: bool,
     pub tags: Vec<(String, String)>,
     pub created_at: i64,
 }
 
 fn from_row(r: &AnyRow) -> Result<ImageRow> {
     let gd: i64 = col(r, "gpu_driver")?;
+    let ga: i64 = col(r, "guest_agent")?;
     Ok(ImageRow {
         image_id: col(r, "image_id")?,
         app_id: col(r, "app_id")?,
@@ -43,6 +47,7 @@ fn from_row(r: &AnyRow) -> Result<ImageRow> {
         runtime: col(r, "runtime")?,
         location: col(r, "location")?,
         gpu_driver: gd == 1,
+        guest_agent: ga == 1,
         tags: json_col(r, "tags")?,
         created_at: col(r, "created_at")?,
     })
@@ -53,10 +58,10 @@ impl Store {
     pub async fn image_upsert(&self, i: &ImageRow) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO images (image_id, app_id, name, os_name, platform, description, size_gib, architecture, image_type, source, state, runtime, location, gpu_driver, tags, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+            "INSERT INTO images (image_id, app_id, name, os_name, platform, description, size_gib, architecture, image_type, source, state, runtime, location, gpu_driver, tags, created_at, guest_agent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
              ON CONFLICT (image_id) DO UPDATE SET app_id = $2, name = $3, os_name = $4, platform = $5, description = $6, size_gib = $7,
-               architecture = $8, image_type = $9, source = $10, state = $11, runtime = $12, location = $13, gpu_driver = $14, tags = $15",
+               architecture = $8, image_type = $9, source = $10, state = $11, runtime = $12, location = $13, gpu_driver = $14, tags = $15, guest_agent = $17",
         )
         .bind(&i.image_id)
         .bind(i.app_id)
@@ -74,6 +79,7 @@ impl Store {
         .bind(i64::from(i.gpu_driver))
         .bind(serde_json::to_string(&i.tags).unwrap_or_else(|_| "[]".into()))
         .bind(if i.created_at == 0 { now_ms() } else { i.created_at })
+        .bind(i64::from(i.guest_agent))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

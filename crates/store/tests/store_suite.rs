@@ -1430,3 +1430,77 @@ both!(console_tokens_are_single_use_and_expire, |db| {
     assert_eq!(s.console_session_redeem("tok-old").await.unwrap(), None);
     assert_eq!(s.console_session_redeem("nothing").await.unwrap(), None);
 });
+
+both!(
+    images_are_public_or_private_and_keep_their_agent_flag,
+    |db| {
+        use gpucloud_store::images::ImageRow;
+        let a = tenant(&db.store, "img-a").await;
+        let b = tenant(&db.store, "img-b").await;
+        let row = |id: &str, owner: Option<i64>, agent: bool| ImageRow {
+            image_id: id.into(),
+            app_id: owner,
+            name: id.into(),
+            os_name: "Debian".into(),
+            platform: "Debian".into(),
+            description: String::new(),
+            size_gib: 2,
+            architecture: "x86_64".into(),
+            image_type: "PUBLIC_IMAGE".into(),
+            source: "IMPORT".into(),
+            state: "NORMAL".into(),
+            runtime: "qemu".into(),
+            location: format!("{id}/disk.qcow2"),
+            gpu_driver: false,
+            guest_agent: agent,
+            tags: vec![("runtime".into(), "qemu".into())],
+            created_at: 1,
+        };
+        db.store
+            .image_upsert(&row("img-noagent", None, false))
+            .await
+            .unwrap();
+        db.store
+            .image_upsert(&row("img-private", Some(a.app_id()), true))
+            .await
+            .unwrap();
+        let got = db
+            .store
+            .image_visible(&b, "img-noagent")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!got.guest_agent);
+        assert_eq!(got, row("img-noagent", None, false));
+        // Re-importing with an agent flips the flag in place.
+        db.store
+            .image_upsert(&row("img-noagent", None, true))
+            .await
+            .unwrap();
+        assert!(
+            db.store
+                .image_visible(&a, "img-noagent")
+                .await
+                .unwrap()
+                .unwrap()
+                .guest_agent
+        );
+        // A private image is its owner's alone.
+        assert!(db
+            .store
+            .image_visible(&b, "img-private")
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            db.store
+                .images_visible(&a)
+                .await
+                .unwrap()
+                .iter()
+                .map(|i| i.image_id.as_str())
+                .collect::<Vec<_>>(),
+            ["img-noagent", "img-private"]
+        );
+    }
+);

@@ -155,6 +155,21 @@ pub async fn run_command(app: &App, ctx: &Ctx, req: RunCommandRequest) -> R<RunC
     }
     let mut tasks = Vec::with_capacity(rows.len());
     for r in &rows {
+        // What the image lacks no state change will bring: said first.
+        let image = app
+            .store
+            .image_visible(&ctx.scope, &r.image_id)
+            .await
+            .map_err(internal)?;
+        if image.as_ref().is_some_and(|i| !i.guest_agent) {
+            return Err(CloudError::TatAgentNotInstalled {
+                id: r.instance_id.clone(),
+                reason: format!(
+                    "its image {} runs no QEMU guest agent, which commands need; use an image with qemu-guest-agent installed, or log in over SSH",
+                    r.image_id
+                ),
+            });
+        }
         if r.state != InstanceState::Running {
             return Err(CloudError::TatInstanceNotRunning(r.instance_id.clone()));
         }

@@ -27,6 +27,7 @@ pub async fn seed_builtin(store: &Store) -> gpucloud_store::Result<()> {
             runtime: b.runtime.as_str().to_string(),
             location: String::new(),
             gpu_driver: b.gpu_driver,
+            guest_agent: true,
             tags: vec![("runtime".into(), b.runtime.as_str().into())],
             created_at: BUILTIN_CREATED_MS,
         };
@@ -226,6 +227,8 @@ pub async fn import(
         runtime: m.runtime.clone(),
         location,
         gpu_driver: m.gpu_driver,
+        // Containers are always reachable through the runtime.
+        guest_agent: m.runtime == "container" || m.guest_agent.unwrap_or(true),
         tags: vec![("runtime".into(), m.runtime)],
         created_at: existing.map_or_else(gpucloud_store::now_ms, |e| e.created_at),
     };

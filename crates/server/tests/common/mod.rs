@@ -226,6 +226,7 @@ pub async fn image(cloud: &TestCloud, id: &str, runtime: &str) {
             runtime: runtime.into(),
             location: format!("{id}/disk"),
             gpu_driver: false,
+            guest_agent: true,
             tags: vec![("runtime".into(), runtime.into())],
             created_at: 0,
         })
