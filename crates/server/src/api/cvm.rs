@@ -702,24 +702,19 @@ async fn vpc_check(app: &App, ctx: &Ctx, zone: &str, v: &Option<VirtualPrivateCl
     Ok(())
 }
 
-/// `RunInstances`.
-pub async fn run_instances(
-    app: &App,
-    ctx: &Ctx,
-    req: RunInstancesRequest,
-) -> R<RunInstancesResponse> {
-    unsupported_if(&req.launch_template, "LaunchTemplate")?;
-    unsupported_if(&req.hpc_cluster_id, "HpcClusterId")?;
-    unsupported_if(&req.dedicated_cluster_id, "DedicatedClusterId")?;
-    unsupported_if(&req.chc_ids, "ChcIds")?;
-    unsupported_if(&req.instance_market_options, "InstanceMarketOptions")?;
-    unsupported_if(&req.cam_role_name, "CamRoleName")?;
-    unsupported_if(&req.action_timer, "ActionTimer")?;
-    unsupported_if(&req.cpu_topology, "CpuTopology")?;
-    unsupported_if(&req.network_interfaces, "NetworkInterfaces")?;
-    if req.enable_jumbo_frame == Some(true) {
-        return Err(CloudError::Unsupported("jumbo frames".into()));
-    }
+/// What `RunInstances` and `InquiryPriceRunInstances` both check first, in
+/// this order: the placement (zone, project, no dedicated hosts), the image,
+/// the instance type sold in that zone, the charge and the count.
+struct Launch {
+    zone: String,
+    project_id: i64,
+    image: gpucloud_store::images::ImageRow,
+    t: &'static InstanceType,
+    charge: Charge,
+    count: i64,
+}
+
+async fn launch_of(app: &App, ctx: &Ctx, req: &RunInstancesRequest) -> R<Launch> {
     let placement = req
         .placement
         .clone()
@@ -769,6 +764,42 @@ pub async fn run_instances(
             value: count,
         });
     }
+    Ok(Launch {
+        zone,
+        project_id,
+        image,
+        t,
+        charge,
+        count,
+    })
+}
+
+/// `RunInstances`.
+pub async fn run_instances(
+    app: &App,
+    ctx: &Ctx,
+    req: RunInstancesRequest,
+) -> R<RunInstancesResponse> {
+    unsupported_if(&req.launch_template, "LaunchTemplate")?;
+    unsupported_if(&req.hpc_cluster_id, "HpcClusterId")?;
+    unsupported_if(&req.dedicated_cluster_id, "DedicatedClusterId")?;
+    unsupported_if(&req.chc_ids, "ChcIds")?;
+    unsupported_if(&req.instance_market_options, "InstanceMarketOptions")?;
+    unsupported_if(&req.cam_role_name, "CamRoleName")?;
+    unsupported_if(&req.action_timer, "ActionTimer")?;
+    unsupported_if(&req.cpu_topology, "CpuTopology")?;
+    unsupported_if(&req.network_interfaces, "NetworkInterfaces")?;
+    if req.enable_jumbo_frame == Some(true) {
+        return Err(CloudError::Unsupported("jumbo frames".into()));
+    }
+    let Launch {
+        zone,
+        project_id,
+        image,
+        t,
+        charge,
+        count,
+    } = launch_of(app, ctx, &req).await?;
     let min_count = match req.min_count {
         Some(m) if !(1..=count).contains(&m) => {
             return Err(CloudError::Range {
@@ -1860,51 +1891,9 @@ pub async fn inquiry_price_run_instances(
     ctx: &Ctx,
     req: RunInstancesRequest,
 ) -> R<InquiryPriceResponse> {
-    let placement = req
-        .placement
-        .clone()
-        .ok_or_else(|| CloudError::MissingParameter("Placement".into()))?;
-    let zone = placement
-        .zone
-        .clone()
-        .ok_or_else(|| CloudError::MissingParameter("Placement.Zone".into()))?;
-    zone_check(app, &zone)?;
-    let image_id = req
-        .image_id
-        .clone()
-        .ok_or_else(|| CloudError::MissingParameter("ImageId".into()))?;
-    if !is_valid(IdKind::Image, &image_id) {
-        return Err(CloudError::ImageIdMalformed(image_id));
-    }
-    if app
-        .store
-        .image_visible(&ctx.scope, &image_id)
-        .await
-        .map_err(internal)?
-        .is_none()
-    {
-        return Err(CloudError::ImageNotFound(image_id));
-    }
-    let t = type_check(req.instance_type.as_deref().unwrap_or("S5.SMALL1"))?;
-    if !catalog::offers(app, &zone, t) {
-        return Err(CloudError::InstanceTypeUnavailable {
-            instance_type: t.name.to_string(),
-            zone,
-        });
-    }
-    let charge = charge_of(
-        req.instance_charge_type.as_deref(),
-        req.instance_charge_prepaid.as_ref(),
-    )?;
-    let count = req.instance_count.unwrap_or(1);
-    if !(1..=500).contains(&count) {
-        return Err(CloudError::Range {
-            name: "InstanceCount".into(),
-            min: 1,
-            max: 500,
-            value: count,
-        });
-    }
+    let Launch {
+        t, charge, count, ..
+    } = launch_of(app, ctx, &req).await?;
     system_disk_of(&req.system_disk)?;
     data_disks_of(&req.data_disks)?;
     let bandwidth = req.internet_accessible.as_ref().and_then(|i| {
