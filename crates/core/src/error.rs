@@ -119,6 +119,16 @@ pub enum CloudError {
         /// Given.
         given: usize,
     },
+    /// Too many values in one filter.
+    #[error("{name} accepts at most {max} values, got {given}")]
+    FilterValuesLimit {
+        /// The filter's `Values` parameter.
+        name: String,
+        /// Maximum.
+        max: usize,
+        /// Given.
+        given: usize,
+    },
     /// Unknown filter name.
     #[error("filter {name} is not supported; supported filters: {supported}")]
     InvalidFilter {
@@ -449,6 +459,7 @@ impl CloudError {
             ParameterCombination(_) => "InvalidParameterCombination",
             TooManyValues { .. } => "InvalidParameterValue.LimitExceeded",
             InvalidFilter { .. } => "InvalidFilter",
+            FilterValuesLimit { .. } => "InvalidFilterValue.LimitExceeded",
             InstanceIdMalformed(_) => "InvalidInstanceId.Malformed",
             InstanceNotFound(_) => "InvalidInstanceId.NotFound",
             InstanceState { state, .. } => state.refusal_code(),
@@ -602,6 +613,10 @@ impl CloudError {
             TooManyValues { name, max, given } => (
                 format!("`{name}` accepts at most {max} items; got {given}. Split the request."),
                 format!("`{name}` 最多支持 {max} 个元素，当前为 {given} 个，请分批请求。"),
+            ),
+            FilterValuesLimit { name, max, given } => (
+                format!("`{name}` accepts at most {max} values; got {given}. Split the filter over several requests."),
+                format!("`{name}` 最多支持 {max} 个值，当前为 {given} 个，请拆分为多次请求。"),
             ),
             InvalidFilter { name, supported } => (
                 format!("The filter `{name}` is not supported. Supported filters: {supported}."),

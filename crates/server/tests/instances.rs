@@ -499,7 +499,7 @@ async fn spread_groups_and_validation() {
             )
             .await
         ),
-        "InvalidParameterValue.LimitExceeded"
+        "InvalidFilterValue.LimitExceeded"
     );
     assert_eq!(
         code(c.cvm("StartInstances", json!({})).await),

@@ -93,7 +93,7 @@ pub fn filters(
             ));
         }
         if vals.len() > max_values {
-            return Err(CloudError::TooManyValues {
+            return Err(CloudError::FilterValuesLimit {
                 name: format!("Filters.{i}.Values"),
                 max: max_values,
                 given: vals.len(),
@@ -207,7 +207,7 @@ mod tests {
         assert!(filters(Some(vec![f("tag:team", vec!["a"])]), &["tag:"], 10, 5).is_ok());
         assert!(matches!(
             filters(Some(vec![f("zone", vec!["a"; 6])]), &["zone"], 10, 5),
-            Err(CloudError::TooManyValues { .. })
+            Err(CloudError::FilterValuesLimit { .. })
         ));
         assert!(matches!(
             paging(None, Some(101), 100),
