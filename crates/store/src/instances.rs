@@ -957,50 +957,7 @@ impl Store {
                 .await?;
                 held = true;
             }
-            let reboot = i64::from(matches!(
-                op,
-                Operation::Reboot | Operation::AssociateKeyPairs | Operation::DisassociateKeyPairs
-            ));
-            let n = sqlx::query(
-                "UPDATE instances SET state = $1, latest_operation = $2, latest_operation_state = 'OPERATING',
-                   latest_operation_request_id = $3, latest_operation_error = NULL, spec_generation = spec_generation + 1,
-                   reboot_seq = reboot_seq + $4, stop_type = COALESCE($5, stop_type), stopped_mode = $6,
-                   resources_held = $7, updated_at = $8
-                 WHERE instance_id = $9 AND app_id = $10 AND state = $11",
-            )
-            .bind(to.as_str())
-            .bind(op.action())
-            .bind(request_id)
-            .bind(reboot)
-            // The recycle bin powers the instance off at once.
-            .bind(if to == InstanceState::Shutdown {
-                Some("HARD".to_string())
-            } else {
-                opts.stop_type.clone()
-            })
-            .bind(if op == Operation::Stop {
-                opts.stopped_mode.clone()
-            } else {
-                inst.stopped_mode.clone()
-            })
-            .bind(i64::from(held))
-            .bind(now)
-            .bind(&inst.instance_id)
-            .bind(scope.app_id())
-            .bind(inst.state.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n != 1 {
-                return Err(CloudError::OperationInProgress {
-                    id: inst.instance_id.clone(),
-                    operation: "another request".into(),
-                }
-                .into());
-            }
-            if let Some(h) = &inst.host_id {
-                bump_host(&mut tx, h).await?;
-            }
+            begin_op(&mut tx, scope, inst, op, to, request_id, opts, held, now).await?;
         }
         tx.commit().await?;
         self.instances_get(scope, ids).await.map_err(TxError::from)
@@ -1201,24 +1158,65 @@ impl Store {
         Ok(())
     }
 
-    /// Sets the key pairs of instances (associate adds, disassociate removes).
+    /// Associates (or disassociates) key pairs with instances, in one
+    /// transaction: every instance must be `STOPPED`, or `RUNNING` with
+    /// `force` (it is then restarted to pick the keys up, as `ForceStop`
+    /// asks); any other state refuses the whole request and changes nothing.
+    /// Returns the instances as they are afterwards.
+    #[allow(clippy::too_many_arguments)]
     pub async fn instances_set_keys(
         &self,
         scope: &TenantScope,
         ids: &[String],
         keys: &[String],
         associate: bool,
-    ) -> std::result::Result<(), TxError> {
+        force: bool,
+        request_id: &str,
+    ) -> std::result::Result<Vec<InstanceRow>, TxError> {
+        let op = if associate {
+            Operation::AssociateKeyPairs
+        } else {
+            Operation::DisassociateKeyPairs
+        };
+        let now = now_ms();
         let mut tx = self.begin_write().await?;
+        let mut rows = Vec::with_capacity(ids.len());
         for id in ids {
-            let row = sqlx::query(
-                "SELECT host_id FROM instances WHERE instance_id = $1 AND app_id = $2 AND state <> 'TERMINATED'",
-            )
-            .bind(id)
+            let row = sqlx::query(&format!(
+                "SELECT {INSTANCE_COLS} FROM instances WHERE app_id = $1 AND instance_id = $2 AND state <> 'TERMINATED'"
+            ))
             .bind(scope.app_id())
+            .bind(id)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| CloudError::InstanceNotFound(vec![id.clone()]))?;
+            let inst = instance_from_row(&row)?;
+            match inst.state {
+                InstanceState::Stopped => {}
+                InstanceState::Running if force => {}
+                state if state.is_transitional() => {
+                    return Err(CloudError::OperationInProgress {
+                        id: inst.instance_id.clone(),
+                        operation: inst
+                            .latest_operation
+                            .clone()
+                            .unwrap_or_else(|| state.as_str().to_string()),
+                    }
+                    .into())
+                }
+                state => {
+                    return Err(CloudError::InstanceState {
+                        id: inst.instance_id.clone(),
+                        state,
+                        action: op.action().to_string(),
+                    }
+                    .into())
+                }
+            }
+            rows.push(inst);
+        }
+        for inst in &rows {
+            let id = &inst.instance_id;
             for k in keys {
                 let sql = if associate {
                     "INSERT INTO instance_key_pairs (instance_id, key_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
@@ -1227,17 +1225,51 @@ impl Store {
                 };
                 sqlx::query(sql).bind(id).bind(k).execute(&mut *tx).await?;
             }
-            sqlx::query("UPDATE instances SET spec_generation = spec_generation + 1, updated_at = $2 WHERE instance_id = $1")
-                .bind(id)
-                .bind(now_ms())
-                .execute(&mut *tx)
+            if inst.state == InstanceState::Running {
+                // Restarted to pick the keys up (ForceStop).
+                let to = lifecycle::begin_charged(inst.state, op, inst.charge_type == "PREPAID")
+                    .map_err(|state| CloudError::InstanceState {
+                        id: id.clone(),
+                        state,
+                        action: op.action().to_string(),
+                    })?;
+                let opts = TransitionOpts::default();
+                begin_op(
+                    &mut tx,
+                    scope,
+                    inst,
+                    op,
+                    to,
+                    request_id,
+                    &opts,
+                    inst.resources_held,
+                    now,
+                )
                 .await?;
-            if let Some(h) = col::<Option<String>>(&row, "host_id")? {
-                bump_host(&mut tx, &h).await?;
+            } else {
+                let n = sqlx::query(
+                    "UPDATE instances SET spec_generation = spec_generation + 1, updated_at = $2 WHERE instance_id = $1 AND state = $3",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(inst.state.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n != 1 {
+                    return Err(CloudError::OperationInProgress {
+                        id: id.clone(),
+                        operation: "another request".into(),
+                    }
+                    .into());
+                }
+                if let Some(h) = &inst.host_id {
+                    bump_host(&mut tx, h).await?;
+                }
             }
         }
         tx.commit().await?;
-        Ok(())
+        self.instances_get(scope, ids).await.map_err(TxError::from)
     }
 
     /// The desired state of a host: its generation and every instance it must run,
@@ -1591,4 +1623,68 @@ fn escape_like(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_")
+}
+
+/// Puts one instance into the state `to` of operation `op` (checked by the
+/// caller with `lifecycle::begin_charged`): the operation is recorded as
+/// `OPERATING`, the spec generation moves and the host is woken. Fails with
+/// `OperationInProgress` when another request changed the instance since it
+/// was read.
+#[allow(clippy::too_many_arguments)]
+async fn begin_op(
+    tx: &mut Transaction<'static, Any>,
+    scope: &TenantScope,
+    inst: &InstanceRow,
+    op: Operation,
+    to: InstanceState,
+    request_id: &str,
+    opts: &TransitionOpts,
+    held: bool,
+    now: i64,
+) -> std::result::Result<(), TxError> {
+    let reboot = i64::from(matches!(
+        op,
+        Operation::Reboot | Operation::AssociateKeyPairs | Operation::DisassociateKeyPairs
+    ));
+    let n = sqlx::query(
+        "UPDATE instances SET state = $1, latest_operation = $2, latest_operation_state = 'OPERATING',
+           latest_operation_request_id = $3, latest_operation_error = NULL, spec_generation = spec_generation + 1,
+           reboot_seq = reboot_seq + $4, stop_type = COALESCE($5, stop_type), stopped_mode = $6,
+           resources_held = $7, updated_at = $8
+         WHERE instance_id = $9 AND app_id = $10 AND state = $11",
+    )
+    .bind(to.as_str())
+    .bind(op.action())
+    .bind(request_id)
+    .bind(reboot)
+    // The recycle bin powers the instance off at once.
+    .bind(if to == InstanceState::Shutdown {
+        Some("HARD".to_string())
+    } else {
+        opts.stop_type.clone()
+    })
+    .bind(if op == Operation::Stop {
+        opts.stopped_mode.clone()
+    } else {
+        inst.stopped_mode.clone()
+    })
+    .bind(i64::from(held))
+    .bind(now)
+    .bind(&inst.instance_id)
+    .bind(scope.app_id())
+    .bind(inst.state.as_str())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if n != 1 {
+        return Err(CloudError::OperationInProgress {
+            id: inst.instance_id.clone(),
+            operation: "another request".into(),
+        }
+        .into());
+    }
+    if let Some(h) = &inst.host_id {
+        bump_host(tx, h).await?;
+    }
+    Ok(())
 }

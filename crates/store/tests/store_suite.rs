@@ -816,7 +816,7 @@ both!(tenant_walls, |db| {
     ));
     assert!(matches!(
         db.store
-            .instances_set_keys(&b, &ids, &["skey-wall0001".into()], true)
+            .instances_set_keys(&b, &ids, &["skey-wall0001".into()], true, true, "req")
             .await,
         Err(TxError::Cloud(CloudError::InstanceNotFound(_)))
     ));
@@ -925,15 +925,61 @@ both!(key_pairs_rules, |db| {
     ));
     let (_, desired) = db.store.host_desired("host-a").await.unwrap();
     assert_eq!(desired[0].public_keys, vec!["ssh-ed25519 AAAA".to_string()]);
+    let ids = ["ins-keys0001".to_string()];
+    let key = ["skey-kkkkkk01".to_string()];
+    // Still launching: refused, nothing changes.
+    assert!(matches!(
+        db.store
+            .instances_set_keys(&s, &ids, &key, false, true, "req-1")
+            .await,
+        Err(TxError::Cloud(CloudError::OperationInProgress { .. }))
+    ));
+    let gen = db
+        .store
+        .instance_get(&s, "ins-keys0001")
+        .await
+        .unwrap()
+        .unwrap()
+        .spec_generation;
     db.store
-        .instances_set_keys(
-            &s,
-            &["ins-keys0001".into()],
-            &["skey-kkkkkk01".into()],
-            false,
+        .host_report(
+            "host-a",
+            0,
+            &[obs("ins-keys0001", gen, Observed::Running)],
+            &[],
         )
         .await
         .unwrap();
+    assert_eq!(
+        state_of(&db.store, &s, "ins-keys0001").await,
+        Some(InstanceState::Running)
+    );
+    // Running without ForceStop: refused, nothing changes.
+    assert!(matches!(
+        db.store
+            .instances_set_keys(&s, &ids, &key, false, false, "req-2")
+            .await,
+        Err(TxError::Cloud(CloudError::InstanceState {
+            state: InstanceState::Running,
+            ..
+        }))
+    ));
+    let (_, desired) = db.store.host_desired("host-a").await.unwrap();
+    assert_eq!(desired[0].public_keys.len(), 1);
+    // With ForceStop: the keys change and the restart begins, together.
+    let rows = db
+        .store
+        .instances_set_keys(&s, &ids, &key, false, true, "req-3")
+        .await
+        .unwrap();
+    assert_eq!(rows[0].state, InstanceState::Rebooting);
+    assert_eq!(
+        rows[0].latest_operation.as_deref(),
+        Some("DisassociateInstancesKeyPairs")
+    );
+    assert!(rows[0].spec_generation > gen);
+    let (_, desired) = db.store.host_desired("host-a").await.unwrap();
+    assert!(desired[0].public_keys.is_empty());
     db.store
         .key_pairs_delete(&s, &["skey-kkkkkk01".into()])
         .await

@@ -1658,49 +1658,20 @@ async fn set_keys(
     if !missing.is_empty() {
         return Err(CloudError::KeyPairNotFound(missing));
     }
-    let rows = inst::load(app, &ctx.scope, &iids).await?;
-    let force = req.force_stop.unwrap_or(false);
-    let op = if associate {
-        Operation::AssociateKeyPairs
-    } else {
-        Operation::DisassociateKeyPairs
-    };
-    let action = op.action();
-    let mut running = Vec::new();
-    for r in &rows {
-        match r.state {
-            gpucloud_core::lifecycle::InstanceState::Stopped => {}
-            gpucloud_core::lifecycle::InstanceState::Running if force => {
-                running.push(r.instance_id.clone())
-            }
-            state if state.is_transitional() => {
-                return Err(CloudError::OperationInProgress {
-                    id: r.instance_id.clone(),
-                    operation: r.latest_operation.clone().unwrap_or_default(),
-                })
-            }
-            state => {
-                return Err(CloudError::InstanceState {
-                    id: r.instance_id.clone(),
-                    state,
-                    action: action.into(),
-                })
-            }
-        }
-    }
-    app.store
-        .instances_set_keys(&ctx.scope, &iids, &keys, associate)
+    inst::load(app, &ctx.scope, &iids).await?;
+    let rows = app
+        .store
+        .instances_set_keys(
+            &ctx.scope,
+            &iids,
+            &keys,
+            associate,
+            req.force_stop.unwrap_or(false),
+            &ctx.request_id,
+        )
         .await
         .map_err(tx_error)?;
-    if !running.is_empty() {
-        // Running instances restart to pick the keys up (ForceStop).
-        inst::transition(app, ctx, &running, op, &TransitionOpts::default()).await?;
-    }
-    for r in &rows {
-        if let Some(h) = &r.host_id {
-            app.gateway.poke(h);
-        }
-    }
+    inst::poke(app, &rows);
     Ok(Empty {})
 }
 

@@ -236,7 +236,8 @@ pub async fn load(
     Ok(rows)
 }
 
-fn poke(app: &App, rows: &[InstanceRow]) {
+/// Wakes the agents of the instances' hosts (their desired state changed).
+pub fn poke(app: &App, rows: &[InstanceRow]) {
     for r in rows {
         if let Some(h) = &r.host_id {
             app.gateway.poke(h);
