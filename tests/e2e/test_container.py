@@ -114,6 +114,32 @@ def test_container_instance_runs_commands_and_leaves_nothing(cloud_factory, work
     assert (s["TaskStatus"], s["TaskResult"]["ExitCode"]) == ("FAILED", 3)
     assert base64.b64decode(s["TaskResult"]["Output"]).decode().strip() == "oops"
 
+    # The command library: saved once, invoked with this run's user and
+    # directory; changing the command later does not rewrite what ran.
+    b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
+    cmd = t.ok("tat", "CreateCommand", "--CommandName", "who-where", "--Content", b64("id -un; pwd"),
+               "--Description", "who and where")["CommandId"]
+    assert t.err("tat", "CreateCommand", "--CommandName", "who-where", "--Content", b64("true")) == \
+        "InvalidParameterValue.CommandNameDuplicated"
+    listed = t.ok("tat", "DescribeCommands", "--Filters",
+                  json.dumps([{"Name": "command-name", "Values": ["who-where"]}]))["CommandSet"]
+    assert [(c["CommandId"], c["CreatedBy"], c["Description"]) for c in listed] == [(cmd, "USER", "who and where")]
+    invocation = t.ok("tat", "InvokeCommand", "--CommandId", cmd, "--InstanceIds", json.dumps([iid]),
+                      "--Username", "nobody", "--WorkingDirectory", "/tmp")["InvocationId"]
+    s = wait_for("the saved command to finish", task, timeout=120, interval=0.5)
+    assert (s["TaskStatus"], s["CommandId"], base64.b64decode(s["TaskResult"]["Output"]).decode().split()) == \
+        ("SUCCESS", cmd, ["nobody", "/tmp"]), s
+    t.ok("tat", "ModifyCommand", "--CommandId", cmd, "--Content", b64("echo changed"))
+    ran = t.ok("tat", "DescribeInvocations", "--InvocationIds", json.dumps([invocation]))["InvocationSet"][0]
+    assert (base64.b64decode(ran["CommandContent"]).decode(), ran["Username"]) == ("id -un; pwd", "nobody")
+    now = t.ok("tat", "DescribeCommands", "--CommandIds", json.dumps([cmd]))["CommandSet"][0]
+    assert (base64.b64decode(now["Content"]).decode(), now["Username"]) == ("echo changed", "root")
+    t.ok("tat", "DeleteCommand", "--CommandId", cmd)
+    assert t.ok("tat", "DescribeCommands", "--CommandIds", json.dumps([cmd]))["TotalCount"] == 0
+    assert t.err("tat", "InvokeCommand", "--CommandId", cmd, "--InstanceIds", json.dumps([iid])) == \
+        "ResourceNotFound.CommandNotFound"
+    assert t.ok("tat", "DescribeInvocations", "--InvocationIds", json.dumps([invocation]))["TotalCount"] == 1
+
     t.ok("cvm", "TerminateInstances", "--InstanceIds", json.dumps([iid]))
     wait_for("the instance to go", lambda: t.ok("cvm", "DescribeInstances", "--InstanceIds",
                                                  json.dumps([iid]))["TotalCount"] == 0, timeout=120)

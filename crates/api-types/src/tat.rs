@@ -198,3 +198,191 @@ pub struct DescribeInvocationTasksResponse {
     pub total_count: i64,
     pub invocation_task_set: Vec<InvocationTask>,
 }
+
+/// `CreateCommand`: a command saved in the tenant's library.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CreateCommandRequest {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub command_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub content: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub description: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub command_type: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub working_directory: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    pub timeout: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub enable_parameter: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub default_parameters: Option<String>,
+    #[serde(default)]
+    pub default_parameter_confs: Option<Value>,
+    #[serde(default)]
+    pub tags: Option<Vec<Tag>>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub username: Option<String>,
+    #[serde(
+        default,
+        rename = "OutputCOSBucketUrl",
+        deserialize_with = "lenient::opt_string"
+    )]
+    pub output_cos_bucket_url: Option<String>,
+    #[serde(
+        default,
+        rename = "OutputCOSKeyPrefix",
+        deserialize_with = "lenient::opt_string"
+    )]
+    pub output_cos_key_prefix: Option<String>,
+}
+
+/// Answer of `CreateCommand`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateCommandResponse {
+    pub command_id: String,
+}
+
+/// `DescribeCommands`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DescribeCommandsRequest {
+    #[serde(default)]
+    pub command_ids: Option<Vec<String>>,
+    #[serde(default)]
+    pub filters: Option<Vec<Filter>>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    pub limit: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    pub offset: Option<i64>,
+}
+
+/// A saved command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Command {
+    pub command_id: String,
+    pub command_name: String,
+    pub description: String,
+    pub content: String,
+    pub command_type: String,
+    pub working_directory: String,
+    pub timeout: i64,
+    pub created_time: String,
+    pub updated_time: String,
+    pub enable_parameter: bool,
+    pub default_parameters: String,
+    pub default_parameter_confs: Vec<Value>,
+    pub scenes: Vec<String>,
+    pub formatted_description: String,
+    pub created_by: String,
+    pub tags: Vec<Tag>,
+    pub username: String,
+    #[serde(rename = "OutputCOSBucketUrl")]
+    pub output_cos_bucket_url: String,
+    #[serde(rename = "OutputCOSKeyPrefix")]
+    pub output_cos_key_prefix: String,
+}
+
+/// Answer of `DescribeCommands`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeCommandsResponse {
+    pub total_count: i64,
+    pub command_set: Vec<Command>,
+}
+
+/// `ModifyCommand`: only the fields given change.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ModifyCommandRequest {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub command_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub command_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub description: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub content: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub command_type: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub working_directory: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    pub timeout: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub default_parameters: Option<String>,
+    #[serde(default)]
+    pub default_parameter_confs: Option<Value>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub username: Option<String>,
+    #[serde(
+        default,
+        rename = "OutputCOSBucketUrl",
+        deserialize_with = "lenient::opt_string"
+    )]
+    pub output_cos_bucket_url: Option<String>,
+    #[serde(
+        default,
+        rename = "OutputCOSKeyPrefix",
+        deserialize_with = "lenient::opt_string"
+    )]
+    pub output_cos_key_prefix: Option<String>,
+}
+
+/// `DeleteCommand`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DeleteCommandRequest {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub command_id: Option<String>,
+}
+
+/// `DeleteCommands`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DeleteCommandsRequest {
+    #[serde(default)]
+    pub command_ids: Option<Vec<String>>,
+}
+
+/// `InvokeCommand`: runs a saved command; `Username`, `WorkingDirectory`
+/// and `Timeout` override the command's for this run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct InvokeCommandRequest {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub command_id: Option<String>,
+    #[serde(default)]
+    pub instance_ids: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub parameters: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub username: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub working_directory: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    pub timeout: Option<i64>,
+    #[serde(
+        default,
+        rename = "OutputCOSBucketUrl",
+        deserialize_with = "lenient::opt_string"
+    )]
+    pub output_cos_bucket_url: Option<String>,
+    #[serde(
+        default,
+        rename = "OutputCOSKeyPrefix",
+        deserialize_with = "lenient::opt_string"
+    )]
+    pub output_cos_key_prefix: Option<String>,
+}
+
+/// Answer of `InvokeCommand`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InvokeCommandResponse {
+    pub invocation_id: String,
+}

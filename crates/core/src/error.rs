@@ -408,6 +408,28 @@ pub enum CloudError {
     /// Invocation task ID with the wrong shape.
     #[error("invocation task ID {0} is invalid")]
     TatInvalidInvocationTaskId(String),
+    /// Command ID with the wrong shape.
+    #[error("command ID {0} is invalid")]
+    TatInvalidCommandId(String),
+    /// No such saved command (or another tenant's).
+    #[error("command {0} not found")]
+    TatCommandNotFound(String),
+    /// A saved command of this tenant has the name already.
+    #[error("a command named {0} exists")]
+    TatCommandNameDuplicated(String),
+    /// The tenant's command library is full.
+    #[error("at most {0} saved commands")]
+    TatCommandQuota(i64),
+    /// Too many values in one TAT filter.
+    #[error("{name} accepts at most {max} values, got {given}")]
+    TatFilterValuesLimit {
+        /// The filter's `Values` parameter.
+        name: String,
+        /// Maximum.
+        max: usize,
+        /// Given.
+        given: usize,
+    },
 
     // --- generic --------------------------------------------------------------
     /// A feature gpucloud does not offer.
@@ -525,6 +547,11 @@ impl CloudError {
             TatInvalidCommandName(_) => "InvalidParameterValue.InvalidCommandName",
             TatInvalidInvocationId(_) => "InvalidParameterValue.InvalidInvocationId",
             TatInvalidInvocationTaskId(_) => "InvalidParameterValue.InvalidInvocationTaskId",
+            TatInvalidCommandId(_) => "InvalidParameterValue.InvalidCommandId",
+            TatCommandNotFound(_) => "ResourceNotFound.CommandNotFound",
+            TatCommandNameDuplicated(_) => "InvalidParameterValue.CommandNameDuplicated",
+            TatCommandQuota(_) => "LimitExceeded",
+            TatFilterValuesLimit { .. } => "LimitExceeded.FilterValueExceeded",
             Unsupported(_) => "UnsupportedOperation",
             Internal => "InternalError",
         }
@@ -859,6 +886,26 @@ impl CloudError {
             TatInvalidInvocationTaskId(i) => (
                 format!("The invocation task ID `{i}` is invalid; task IDs look like invt-xxxxxxxx."),
                 format!("执行任务ID `{i}` 无效，ID形如 invt-xxxxxxxx。"),
+            ),
+            TatInvalidCommandId(i) => (
+                format!("The command ID `{i}` is invalid; command IDs look like cmd-xxxxxxxx."),
+                format!("命令ID `{i}` 无效，ID形如 cmd-xxxxxxxx。"),
+            ),
+            TatCommandNotFound(i) => (
+                format!("The command `{i}` does not exist. Check the ID with DescribeCommands."),
+                format!("命令 `{i}` 不存在，请用 DescribeCommands 确认命令ID。"),
+            ),
+            TatCommandNameDuplicated(n) => (
+                format!("A command named `{n}` exists already; pick another name or modify that command with ModifyCommand."),
+                format!("已存在名为 `{n}` 的命令，请换一个名称，或用 ModifyCommand 修改该命令。"),
+            ),
+            TatCommandQuota(max) => (
+                format!("The command library holds at most {max} commands; delete unused ones with DeleteCommand first."),
+                format!("命令库最多保存 {max} 个命令，请先用 DeleteCommand 删除不再使用的命令。"),
+            ),
+            TatFilterValuesLimit { name, max, given } => (
+                format!("`{name}` accepts at most {max} values; got {given}. Split the filter over several requests."),
+                format!("`{name}` 最多支持 {max} 个值，当前为 {given} 个，请拆分为多次请求。"),
             ),
             Unsupported(what) => (
                 format!("{what} is not supported by this cloud."),

@@ -242,6 +242,8 @@ async fn every_action_hides_other_tenants() {
         .invocation_create(
             &gpucloud_store::TenantScope::new(alice_app),
             &gpucloud_store::commands::NewInvocation {
+                new_command: true,
+                library_max: 500,
                 command_id: "cmd-alice001".into(),
                 invocation_id: "inv-alice001".into(),
                 name: "alice".into(),
@@ -251,7 +253,7 @@ async fn every_action_hides_other_tenants() {
                 working_directory: "/root".into(),
                 timeout_s: 60,
                 username: "root".into(),
-                saved: false,
+                saved: true,
                 tasks: vec![("invt-alice001".into(), ains.clone(), host)],
             },
         )
@@ -286,6 +288,43 @@ async fn every_action_hides_other_tenants() {
             "DescribeInvocationTasks",
             json!({"Filters": [{"Name": "invocation-id", "Values": ["inv-alice001"]}]}),
             Some("OK-EMPTY"),
+        ),
+        tat("DescribeCommands", json!({}), Some("OK-EMPTY")),
+        tat(
+            "DescribeCommands",
+            json!({"CommandIds": ["cmd-alice001"]}),
+            Some("OK-EMPTY"),
+        ),
+        tat(
+            "DescribeCommands",
+            json!({"Filters": [{"Name": "command-name", "Values": ["alice"]}]}),
+            Some("OK-EMPTY"),
+        ),
+        tat(
+            "ModifyCommand",
+            json!({"CommandId": "cmd-alice001", "Description": "mine now"}),
+            Some("ResourceNotFound.CommandNotFound"),
+        ),
+        tat(
+            "InvokeCommand",
+            json!({"CommandId": "cmd-alice001", "InstanceIds": [ains]}),
+            Some("ResourceNotFound.CommandNotFound"),
+        ),
+        tat(
+            "DeleteCommand",
+            json!({"CommandId": "cmd-alice001"}),
+            Some("ResourceNotFound.CommandNotFound"),
+        ),
+        tat(
+            "DeleteCommands",
+            json!({"CommandIds": ["cmd-alice001"]}),
+            Some("ResourceNotFound.CommandNotFound"),
+        ),
+        // Names are per tenant: Bob may use Alice's.
+        tat(
+            "CreateCommand",
+            json!({"CommandName": "alice", "Content": "aG9zdG5hbWU="}),
+            None,
         ),
     ];
     let alice_ids = [

@@ -1,13 +1,23 @@
 //! Commands run inside instances without logging in (Tencent TAT): saved
 //! commands, invocations, and one task per instance of an invocation.
 //!
+//! Every invocation points at a row of `commands` (its name and
+//! description) and keeps its own copy of what ran — content, type, working
+//! directory, timeout, user — so that changing a saved command
+//! (`ModifyCommand`) never rewrites history. `RunCommand` writes a command
+//! row of its own (in the library only with `SaveCommand`); `InvokeCommand`
+//! runs a library command. The library is the rows with `saved = 1`;
+//! deleting a command only clears that flag.
+//!
 //! A task is `PENDING` until the host agent reports it `RUNNING`, then ends
 //! `SUCCESS`, `FAILED`, `TIMEOUT`, `START_FAILED` or — when no result arrives
 //! in time — `TASK_TIMEOUT`. Results are only ever written over non-final
 //! states, so a late or repeated report cannot undo an outcome.
 
 use crate::db::{col, placeholders};
-use crate::{now_ms, Result, Store, TenantScope};
+use crate::instances::TxError;
+use crate::{now_ms, Result, Store, StoreError, TenantScope};
+use gpucloud_core::error::CloudError;
 use sqlx::any::AnyRow;
 
 /// Task states that are not final.
@@ -16,6 +26,9 @@ pub const ACTIVE: &[&str] = &["PENDING", "RUNNING"];
 /// A new invocation.
 #[derive(Debug, Clone)]
 pub struct NewInvocation {
+    /// Whether to write the command row too (`RunCommand`); `InvokeCommand`
+    /// runs a saved one.
+    pub new_command: bool,
     pub command_id: String,
     pub invocation_id: String,
     pub name: String,
@@ -25,7 +38,10 @@ pub struct NewInvocation {
     pub working_directory: String,
     pub timeout_s: i64,
     pub username: String,
+    /// Whether the new command goes into the library (`SaveCommand`): then
+    /// its name must be free there and the library below `library_max`.
     pub saved: bool,
+    pub library_max: i64,
     /// `(task_id, instance_id, host_id)`.
     pub tasks: Vec<(String, String, String)>,
 }
@@ -41,6 +57,87 @@ pub struct CommandRow {
     pub working_directory: String,
     pub timeout_s: i64,
     pub username: String,
+}
+
+/// A command of the library, with when it was saved and last changed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SavedCommand {
+    pub command: CommandRow,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Filters of `DescribeCommands` (AND across fields, OR within one).
+#[derive(Debug, Clone, Default)]
+pub struct CommandQuery {
+    pub ids: Vec<String>,
+    pub names: Vec<String>,
+    pub types: Vec<String>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// What `ModifyCommand` changes (`None`: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct CommandChanges {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub content: Option<String>,
+    pub command_type: Option<String>,
+    pub working_directory: Option<String>,
+    pub timeout_s: Option<i64>,
+    pub username: Option<String>,
+}
+
+/// A unique-index violation on a library name (two requests racing for
+/// one name) is the name being taken.
+fn named(e: sqlx::Error, name: &str) -> TxError {
+    match StoreError::from(e) {
+        StoreError::Conflict(_) => CloudError::TatCommandNameDuplicated(name.to_string()).into(),
+        other => other.into(),
+    }
+}
+
+/// Refuses a new saved command when the tenant's library holds `max`.
+async fn library_room(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    scope: &TenantScope,
+    max: i64,
+) -> std::result::Result<(), TxError> {
+    let n: i64 = col(
+        &sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM commands WHERE app_id = $1 AND saved = 1",
+        )
+        .bind(scope.app_id())
+        .fetch_one(&mut **tx)
+        .await?,
+        "n",
+    )?;
+    if n >= max {
+        return Err(CloudError::TatCommandQuota(max).into());
+    }
+    Ok(())
+}
+
+/// Refuses a name another saved command of the tenant has.
+async fn name_free(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    scope: &TenantScope,
+    name: &str,
+    except: Option<&str>,
+) -> std::result::Result<(), TxError> {
+    let taken = sqlx::query(
+        "SELECT command_id FROM commands WHERE app_id = $1 AND saved = 1 AND name = $2 AND command_id <> $3",
+    )
+    .bind(scope.app_id())
+    .bind(name)
+    .bind(except.unwrap_or(""))
+    .fetch_optional(&mut **tx)
+    .await?;
+    if taken.is_some() {
+        return Err(CloudError::TatCommandNameDuplicated(name.to_string()).into());
+    }
+    Ok(())
 }
 
 /// A stored task.
@@ -151,7 +248,7 @@ pub struct TaskQuery {
     pub limit: i64,
 }
 
-const TASK_COLS: &str = "t.task_id, t.invocation_id, t.instance_id, t.host_id, t.status, t.exit_code, t.output, t.dropped, t.error_info, t.exec_start, t.exec_end, t.created_at, t.updated_at, c.command_id, c.name, c.description, c.content, c.command_type, c.working_directory, c.timeout_s, c.username";
+const TASK_COLS: &str = "t.task_id, t.invocation_id, t.instance_id, t.host_id, t.status, t.exit_code, t.output, t.dropped, t.error_info, t.exec_start, t.exec_end, t.created_at, t.updated_at, c.command_id, c.name, c.description, i.content, i.command_type, i.working_directory, i.timeout_s, i.username";
 
 fn command_from(r: &AnyRow) -> Result<CommandRow> {
     Ok(CommandRow {
@@ -199,34 +296,65 @@ fn any_of(column: &str, values: &[String], args: &mut Vec<String>, where_: &mut 
 
 impl Store {
     /// Creates a command, an invocation and its tasks; wakes the hosts.
-    pub async fn invocation_create(&self, scope: &TenantScope, inv: &NewInvocation) -> Result<()> {
+    pub async fn invocation_create(
+        &self,
+        scope: &TenantScope,
+        inv: &NewInvocation,
+    ) -> std::result::Result<(), TxError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        if inv.new_command && inv.saved {
+            library_room(&mut tx, scope, inv.library_max).await?;
+            name_free(&mut tx, scope, &inv.name, None).await?;
+        }
+        if inv.new_command {
+            sqlx::query(
+                "INSERT INTO commands (command_id, app_id, name, description, content, command_type, working_directory, timeout_s, username, saved, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+            )
+            .bind(&inv.command_id)
+            .bind(scope.app_id())
+            .bind(&inv.name)
+            .bind(&inv.description)
+            .bind(&inv.content)
+            .bind(&inv.command_type)
+            .bind(&inv.working_directory)
+            .bind(inv.timeout_s)
+            .bind(&inv.username)
+            .bind(i64::from(inv.saved))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| named(e, &inv.name))?;
+        } else {
+            // The command must still be in the library (a DeleteCommand may
+            // have raced this InvokeCommand).
+            let n = sqlx::query(
+                "UPDATE commands SET saved = saved WHERE command_id = $1 AND app_id = $2 AND saved = 1",
+            )
+            .bind(&inv.command_id)
+            .bind(scope.app_id())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n != 1 {
+                return Err(CloudError::TatCommandNotFound(inv.command_id.clone()).into());
+            }
+        }
         sqlx::query(
-            "INSERT INTO commands (command_id, app_id, name, description, content, command_type, working_directory, timeout_s, username, saved, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&inv.command_id)
-        .bind(scope.app_id())
-        .bind(&inv.name)
-        .bind(&inv.description)
-        .bind(&inv.content)
-        .bind(&inv.command_type)
-        .bind(&inv.working_directory)
-        .bind(inv.timeout_s)
-        .bind(&inv.username)
-        .bind(i64::from(inv.saved))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO invocations (invocation_id, app_id, command_id, description, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO invocations (invocation_id, app_id, command_id, description, created_at, content, command_type, working_directory, timeout_s, username)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&inv.invocation_id)
         .bind(scope.app_id())
         .bind(&inv.command_id)
         .bind(&inv.description)
         .bind(now)
+        .bind(&inv.content)
+        .bind(&inv.command_type)
+        .bind(&inv.working_directory)
+        .bind(inv.timeout_s)
+        .bind(&inv.username)
         .execute(&mut *tx)
         .await?;
         let mut hosts: Vec<&String> = Vec::new();
@@ -252,6 +380,168 @@ impl Store {
                 .bind(h)
                 .execute(&mut *tx)
                 .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Saves a command in the tenant's library. Names are unique in a
+    /// library; it holds at most `max` commands.
+    pub async fn command_create(
+        &self,
+        scope: &TenantScope,
+        c: &CommandRow,
+        max: i64,
+    ) -> std::result::Result<(), TxError> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        library_room(&mut tx, scope, max).await?;
+        name_free(&mut tx, scope, &c.name, None).await?;
+        sqlx::query(
+            "INSERT INTO commands (command_id, app_id, name, description, content, command_type, working_directory, timeout_s, username, saved, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10)",
+        )
+        .bind(&c.command_id)
+        .bind(scope.app_id())
+        .bind(&c.name)
+        .bind(&c.description)
+        .bind(&c.content)
+        .bind(&c.command_type)
+        .bind(&c.working_directory)
+        .bind(c.timeout_s)
+        .bind(&c.username)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| named(e, &c.name))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Saved commands of a tenant, filtered and paged, newest first:
+    /// (total, page).
+    pub async fn commands(
+        &self,
+        scope: &TenantScope,
+        q: &CommandQuery,
+    ) -> Result<(i64, Vec<SavedCommand>)> {
+        let mut where_ = String::from("app_id = $1 AND saved = 1");
+        let mut args: Vec<String> = Vec::new();
+        any_of("command_id", &q.ids, &mut args, &mut where_);
+        any_of("name", &q.names, &mut args, &mut where_);
+        any_of("command_type", &q.types, &mut args, &mut where_);
+        let count_sql =
+            format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM commands WHERE {where_}");
+        let mut cq = sqlx::query(&count_sql).bind(scope.app_id());
+        for a in &args {
+            cq = cq.bind(a);
+        }
+        let total: i64 = col(&cq.fetch_one(self.r()).await?, "n")?;
+        let sql = format!(
+            "SELECT command_id, name, description, content, command_type, working_directory, timeout_s, username, created_at, updated_at
+             FROM commands WHERE {where_} ORDER BY created_at DESC, command_id LIMIT ${} OFFSET ${}",
+            args.len() + 2,
+            args.len() + 3
+        );
+        let mut pq = sqlx::query(&sql).bind(scope.app_id());
+        for a in &args {
+            pq = pq.bind(a);
+        }
+        let rows = pq.bind(q.limit).bind(q.offset).fetch_all(self.r()).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SavedCommand {
+                    command: command_from(r)?,
+                    created_at: col(r, "created_at")?,
+                    updated_at: col(r, "updated_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(|v| (total, v))
+    }
+
+    /// One saved command of a tenant.
+    pub async fn command_get(&self, scope: &TenantScope, id: &str) -> Result<Option<SavedCommand>> {
+        let (_, mut v) = self
+            .commands(
+                scope,
+                &CommandQuery {
+                    ids: vec![id.to_string()],
+                    limit: 1,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(v.pop())
+    }
+
+    /// Changes a saved command: the fields that are `Some`. Past invocations
+    /// keep what they ran.
+    pub async fn command_modify(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        ch: &CommandChanges,
+    ) -> std::result::Result<(), TxError> {
+        let mut tx = self.begin_write().await?;
+        let exists = sqlx::query(
+            "SELECT command_id FROM commands WHERE command_id = $1 AND app_id = $2 AND saved = 1",
+        )
+        .bind(id)
+        .bind(scope.app_id())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if exists.is_none() {
+            return Err(CloudError::TatCommandNotFound(id.to_string()).into());
+        }
+        if let Some(n) = &ch.name {
+            name_free(&mut tx, scope, n, Some(id)).await?;
+        }
+        sqlx::query(
+            "UPDATE commands SET name = COALESCE($1, name), description = COALESCE($2, description),
+               content = COALESCE($3, content), command_type = COALESCE($4, command_type),
+               working_directory = COALESCE($5, working_directory), timeout_s = COALESCE($6, timeout_s),
+               username = COALESCE($7, username), updated_at = $8
+             WHERE command_id = $9 AND app_id = $10",
+        )
+        .bind(&ch.name)
+        .bind(&ch.description)
+        .bind(&ch.content)
+        .bind(&ch.command_type)
+        .bind(&ch.working_directory)
+        .bind(ch.timeout_s)
+        .bind(&ch.username)
+        .bind(now_ms())
+        .bind(id)
+        .bind(scope.app_id())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| named(e, ch.name.as_deref().unwrap_or_default()))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes commands out of the library, all or none. Their past (and
+    /// running) invocations are untouched: each keeps what it ran.
+    pub async fn commands_delete(
+        &self,
+        scope: &TenantScope,
+        ids: &[String],
+    ) -> std::result::Result<(), TxError> {
+        let mut tx = self.begin_write().await?;
+        for id in ids {
+            let n = sqlx::query(
+                "UPDATE commands SET saved = 0, updated_at = $3 WHERE command_id = $1 AND app_id = $2 AND saved = 1",
+            )
+            .bind(id)
+            .bind(scope.app_id())
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n != 1 {
+                return Err(CloudError::TatCommandNotFound(id.clone()).into());
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -306,7 +596,7 @@ impl Store {
         }
         let total: i64 = col(&cq.fetch_one(self.r()).await?, "n")?;
         let sql = format!(
-            "SELECT i.invocation_id, i.description AS inv_description, i.created_at AS inv_created, c.command_id, c.name, c.description, c.content, c.command_type, c.working_directory, c.timeout_s, c.username
+            "SELECT i.invocation_id, i.description AS inv_description, i.created_at AS inv_created, c.command_id, c.name, c.description, i.content, i.command_type, i.working_directory, i.timeout_s, i.username
              FROM invocations i JOIN commands c ON c.command_id = i.command_id WHERE {where_}
              ORDER BY i.created_at DESC, i.invocation_id LIMIT ${} OFFSET ${}",
             args.len() + 2,
@@ -403,8 +693,8 @@ impl Store {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
-            "SELECT t.task_id, t.created_at, c.timeout_s FROM invocation_tasks t JOIN invocations i ON i.invocation_id = t.invocation_id
-             JOIN commands c ON c.command_id = i.command_id WHERE t.status IN ('PENDING', 'RUNNING')",
+            "SELECT t.task_id, t.created_at, i.timeout_s FROM invocation_tasks t JOIN invocations i ON i.invocation_id = t.invocation_id
+             WHERE t.status IN ('PENDING', 'RUNNING')",
         )
         .fetch_all(&mut *tx)
         .await?;

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "image_guest_agent",
         include_str!("../migrations/0004_image_guest_agent.sql"),
     ),
+    (
+        5,
+        "command_library",
+        include_str!("../migrations/0005_command_library.sql"),
+    ),
 ];
 
 /// A handle on the database. Cheap to clone.

@@ -1284,6 +1284,8 @@ both!(command_tasks_settle_once_and_stay_walled, |db| {
     let other = tenant(&db.store, "t2").await;
     add_host(&db.store, "host-a", 2).await;
     let inv = NewInvocation {
+        new_command: true,
+        library_max: 500,
         command_id: "cmd-aaaaaaa1".into(),
         invocation_id: "inv-aaaaaaa1".into(),
         name: "probe".into(),
@@ -1548,5 +1550,204 @@ both!(
                 .collect::<Vec<_>>(),
             ["img-noagent", "img-private"]
         );
+    }
+);
+
+both!(
+    the_command_library_keeps_names_unique_and_history_intact,
+    |db| {
+        use gpucloud_store::commands::{
+            CommandChanges, CommandQuery, CommandRow, NewInvocation, TaskQuery,
+        };
+        let s = tenant(&db.store, "lib1").await;
+        let other = tenant(&db.store, "lib2").await;
+        add_host(&db.store, "host-a", 2).await;
+        let cmd = |id: &str, name: &str| CommandRow {
+            command_id: id.into(),
+            name: name.into(),
+            description: "d".into(),
+            content: "ZWNobyAx".into(),
+            command_type: "SHELL".into(),
+            working_directory: "/root".into(),
+            timeout_s: 60,
+            username: "root".into(),
+        };
+        let all = CommandQuery {
+            limit: 100,
+            ..Default::default()
+        };
+        db.store
+            .command_create(&s, &cmd("cmd-lib00001", "deploy"), 2)
+            .await
+            .unwrap();
+        // Names are unique in a library, not across tenants.
+        assert!(matches!(
+            db.store
+                .command_create(&s, &cmd("cmd-lib00002", "deploy"), 2)
+                .await,
+            Err(TxError::Cloud(CloudError::TatCommandNameDuplicated(_)))
+        ));
+        db.store
+            .command_create(&other, &cmd("cmd-lib00003", "deploy"), 2)
+            .await
+            .unwrap();
+        db.store
+            .command_create(&s, &cmd("cmd-lib00004", "backup"), 2)
+            .await
+            .unwrap();
+        assert!(matches!(
+            db.store
+                .command_create(&s, &cmd("cmd-lib00005", "third"), 2)
+                .await,
+            Err(TxError::Cloud(CloudError::TatCommandQuota(2)))
+        ));
+        let (n, list) = db.store.commands(&s, &all).await.unwrap();
+        assert_eq!(n, 2);
+        assert!(list.iter().all(|c| c.command.command_id != "cmd-lib00003"));
+        let by_name = CommandQuery {
+            names: vec!["backup".into()],
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            db.store.commands(&s, &by_name).await.unwrap().1[0]
+                .command
+                .command_id,
+            "cmd-lib00004"
+        );
+
+        // An invocation of a saved command keeps what it ran.
+        let inv = NewInvocation {
+            new_command: false,
+            library_max: 2,
+            command_id: "cmd-lib00001".into(),
+            invocation_id: "inv-lib00001".into(),
+            name: "deploy".into(),
+            description: "d".into(),
+            content: "ZWNobyAx".into(),
+            command_type: "SHELL".into(),
+            working_directory: "/tmp".into(),
+            timeout_s: 30,
+            username: "nobody".into(),
+            saved: true,
+            tasks: vec![(
+                "invt-lib00001".into(),
+                "ins-lib00001".into(),
+                "host-a".into(),
+            )],
+        };
+        db.store.invocation_create(&s, &inv).await.unwrap();
+        // Renaming onto a taken name is refused; other changes apply.
+        assert!(matches!(
+            db.store
+                .command_modify(
+                    &s,
+                    "cmd-lib00001",
+                    &CommandChanges {
+                        name: Some("backup".into()),
+                        ..Default::default()
+                    }
+                )
+                .await,
+            Err(TxError::Cloud(CloudError::TatCommandNameDuplicated(_)))
+        ));
+        db.store
+            .command_modify(
+                &s,
+                "cmd-lib00001",
+                &CommandChanges {
+                    content: Some("ZWNobyAy".into()),
+                    timeout_s: Some(5),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let now = db
+            .store
+            .command_get(&s, "cmd-lib00001")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (now.command.content.as_str(), now.command.timeout_s),
+            ("ZWNobyAy", 5)
+        );
+        assert_eq!(now.command.name, "deploy");
+        let ran = db.store.host_tasks("host-a").await.unwrap();
+        assert_eq!(
+            (
+                ran[0].command.content.as_str(),
+                ran[0].command.timeout_s,
+                ran[0].command.working_directory.as_str(),
+                ran[0].command.username.as_str()
+            ),
+            ("ZWNobyAx", 30, "/tmp", "nobody")
+        );
+        // Another tenant can neither change nor delete it.
+        assert!(matches!(
+            db.store
+                .command_modify(&other, "cmd-lib00001", &CommandChanges::default())
+                .await,
+            Err(TxError::Cloud(CloudError::TatCommandNotFound(_)))
+        ));
+        assert!(matches!(
+            db.store
+                .commands_delete(&other, &["cmd-lib00001".into()])
+                .await,
+            Err(TxError::Cloud(CloudError::TatCommandNotFound(_)))
+        ));
+        // Deleting is all or none, leaves the history, and frees the name.
+        assert!(matches!(
+            db.store
+                .commands_delete(&s, &["cmd-lib00001".into(), "cmd-nothere1".into()])
+                .await,
+            Err(TxError::Cloud(CloudError::TatCommandNotFound(_)))
+        ));
+        assert_eq!(db.store.commands(&s, &all).await.unwrap().0, 2);
+        db.store
+            .commands_delete(&s, &["cmd-lib00001".into()])
+            .await
+            .unwrap();
+        assert!(db
+            .store
+            .command_get(&s, "cmd-lib00001")
+            .await
+            .unwrap()
+            .is_none());
+        let (_, tasks) = db
+            .store
+            .tasks(
+                &s,
+                &TaskQuery {
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                tasks[0].command.name.as_str(),
+                tasks[0].command.content.as_str()
+            ),
+            ("deploy", "ZWNobyAx")
+        );
+        // A deleted command cannot be invoked.
+        let mut again = inv.clone();
+        again.invocation_id = "inv-lib00002".into();
+        again.tasks = vec![(
+            "invt-lib00002".into(),
+            "ins-lib00001".into(),
+            "host-a".into(),
+        )];
+        assert!(matches!(
+            db.store.invocation_create(&s, &again).await,
+            Err(TxError::Cloud(CloudError::TatCommandNotFound(_)))
+        ));
+        db.store
+            .command_create(&s, &cmd("cmd-lib00006", "deploy"), 2)
+            .await
+            .unwrap();
     }
 );

@@ -39,6 +39,12 @@ pub const ACTIONS: &[(&str, &str, &str)] = &[
     ("tat", "2020-10-28", "RunCommand"),
     ("tat", "2020-10-28", "DescribeInvocations"),
     ("tat", "2020-10-28", "DescribeInvocationTasks"),
+    ("tat", "2020-10-28", "CreateCommand"),
+    ("tat", "2020-10-28", "DescribeCommands"),
+    ("tat", "2020-10-28", "ModifyCommand"),
+    ("tat", "2020-10-28", "DeleteCommand"),
+    ("tat", "2020-10-28", "DeleteCommands"),
+    ("tat", "2020-10-28", "InvokeCommand"),
 ];
 
 /// Whether `s` is a service gpucloud serves.
@@ -147,6 +153,12 @@ pub async fn dispatch(app: &App, ctx: &Ctx, call: &Call) -> Result<Value, CloudE
                 "RunCommand" => route!(app, ctx, p, tat::run_command),
                 "DescribeInvocations" => route!(app, ctx, p, tat::describe_invocations),
                 "DescribeInvocationTasks" => route!(app, ctx, p, tat::describe_invocation_tasks),
+                "CreateCommand" => route!(app, ctx, p, tat::create_command),
+                "DescribeCommands" => route!(app, ctx, p, tat::describe_commands),
+                "ModifyCommand" => route!(app, ctx, p, tat::modify_command),
+                "DeleteCommand" => route!(app, ctx, p, tat::delete_command),
+                "DeleteCommands" => route!(app, ctx, p, tat::delete_commands),
+                "InvokeCommand" => route!(app, ctx, p, tat::invoke_command),
                 _ => Err(invalid_action(call)),
             }
         }

@@ -2,19 +2,25 @@
 
 use crate::api::front::Ctx;
 use crate::api::params::{filters, paging, values_of};
-use crate::app::internal;
+use crate::app::{internal, tx_error};
 use crate::App;
 use base64::Engine as _;
+use gpucloud_api_types::cvm::Empty;
 use gpucloud_api_types::ids::{is_valid, new_id, IdKind};
 use gpucloud_api_types::tat::*;
 use gpucloud_core::lifecycle::InstanceState;
 use gpucloud_core::CloudError;
-use gpucloud_store::commands::{InvocationRow, NewInvocation, TaskQuery, TaskRow};
+use gpucloud_store::commands::{
+    CommandChanges, CommandQuery, CommandRow, InvocationRow, NewInvocation, SavedCommand,
+    TaskQuery, TaskRow,
+};
 
 type R<T> = Result<T, CloudError>;
 
 /// Largest base64 content.
 const MAX_CONTENT: usize = 64 * 1024;
+/// Saved commands a tenant may keep (Tencent's default quota).
+const MAX_COMMANDS: i64 = 500;
 
 fn ids_of(name: &str, v: Option<Vec<String>>, kind: IdKind, max: usize) -> R<Vec<String>> {
     let list = v.unwrap_or_default();
@@ -58,12 +64,8 @@ fn valid_command_name(n: &str) -> bool {
             .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-/// `RunCommand`.
-pub async fn run_command(app: &App, ctx: &Ctx, req: RunCommandRequest) -> R<RunCommandResponse> {
-    let content = req
-        .content
-        .clone()
-        .ok_or_else(|| CloudError::MissingParameter("Content".into()))?;
+/// Checks a base64 script (`Content`).
+fn content_check(content: &str) -> R<()> {
     if content.len() > MAX_CONTENT {
         return Err(CloudError::TatInvalidContent(format!(
             "it is {} bytes long",
@@ -76,70 +78,101 @@ pub async fn run_command(app: &App, ctx: &Ctx, req: RunCommandRequest) -> R<RunC
     if script.iter().all(u8::is_ascii_whitespace) {
         return Err(CloudError::TatInvalidContent("the script is empty".into()));
     }
-    if req.instance_ids.as_ref().is_none_or(|v| v.is_empty()) {
-        return Err(CloudError::MissingParameter("InstanceIds".into()));
+    Ok(())
+}
+
+fn command_type_check(t: &str) -> R<()> {
+    match t {
+        "SHELL" => Ok(()),
+        "POWERSHELL" | "BAT" => Err(CloudError::TatUnsupportedCommandType(t.to_string())),
+        other => Err(CloudError::value(
+            "CommandType",
+            format!("`{other}` is not one of SHELL, POWERSHELL"),
+        )),
     }
-    let ids = ids_of(
-        "InstanceIds",
-        req.instance_ids.clone(),
-        IdKind::Instance,
-        200,
-    )?;
-    let ctype = req.command_type.clone().unwrap_or_else(|| "SHELL".into());
-    match ctype.as_str() {
-        "SHELL" => {}
-        "POWERSHELL" | "BAT" => return Err(CloudError::TatUnsupportedCommandType(ctype)),
-        other => {
-            return Err(CloudError::value(
-                "CommandType",
-                format!("`{other}` is not one of SHELL, POWERSHELL"),
-            ))
-        }
-    }
-    let wd = req
-        .working_directory
-        .clone()
-        .unwrap_or_else(|| "/root".into());
+}
+
+fn working_directory_check(wd: &str) -> R<()> {
     if !wd.starts_with('/') || wd.len() > 200 || wd.contains('\0') {
-        return Err(CloudError::TatInvalidWorkingDirectory(wd));
+        return Err(CloudError::TatInvalidWorkingDirectory(wd.to_string()));
     }
-    let timeout = req.timeout.unwrap_or(60);
-    if !(1..=86_400).contains(&timeout) {
+    Ok(())
+}
+
+fn timeout_check(t: i64) -> R<()> {
+    if !(1..=86_400).contains(&t) {
         return Err(CloudError::Range {
             name: "Timeout".into(),
             min: 1,
             max: 86_400,
-            value: timeout,
+            value: t,
         });
     }
-    let user = req.username.clone().unwrap_or_else(|| "root".into());
-    if !valid_username(&user) {
-        return Err(CloudError::TatInvalidUsername(user));
+    Ok(())
+}
+
+fn username_check(u: &str) -> R<()> {
+    if !valid_username(u) {
+        return Err(CloudError::TatInvalidUsername(u.to_string()));
     }
-    if let Some(n) = &req.command_name {
-        if !valid_command_name(n) {
-            return Err(CloudError::TatInvalidCommandName(n.clone()));
-        }
+    Ok(())
+}
+
+fn command_name_check(n: &str) -> R<()> {
+    if !valid_command_name(n) {
+        return Err(CloudError::TatInvalidCommandName(n.to_string()));
     }
-    if req
-        .description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > 120)
-    {
+    Ok(())
+}
+
+fn description_check(d: &str) -> R<()> {
+    if d.chars().count() > 120 {
         return Err(CloudError::value("Description", "at most 120 characters"));
     }
-    if req.enable_parameter == Some(true)
-        || req.parameters.is_some()
-        || req.default_parameters.is_some()
-        || req.default_parameter_confs.is_some()
-    {
+    Ok(())
+}
+
+/// Refuses what gpucloud does not offer: custom parameters and uploading
+/// output to COS.
+fn extras_check(parameters: bool, cos: bool) -> R<()> {
+    if parameters {
         return Err(CloudError::Unsupported("custom command parameters".into()));
     }
-    if req.output_cos_bucket_url.is_some() || req.output_cos_key_prefix.is_some() {
+    if cos {
         return Err(CloudError::Unsupported(
             "uploading command output to COS".into(),
         ));
     }
+    Ok(())
+}
+
+/// Filters of the TAT Describe actions; too many values in one is TAT's own
+/// `LimitExceeded.FilterValueExceeded`.
+fn tat_filters(
+    values: Option<Vec<gpucloud_api_types::Filter>>,
+    allowed: &[&str],
+    max_values: usize,
+) -> R<Vec<(String, Vec<String>)>> {
+    filters(values, allowed, 10, max_values).map_err(|e| match e {
+        CloudError::FilterValuesLimit { name, max, given } => {
+            CloudError::TatFilterValuesLimit { name, max, given }
+        }
+        other => other,
+    })
+}
+
+/// The tasks of a new invocation, one per instance: `(task, instance, host)`.
+/// Every instance must be the caller's, run an image with a command agent,
+/// be `RUNNING`, and sit on a reachable host.
+async fn tasks_for(
+    app: &App,
+    ctx: &Ctx,
+    instance_ids: Option<Vec<String>>,
+) -> R<Vec<(String, String, String)>> {
+    if instance_ids.as_ref().is_none_or(|v| v.is_empty()) {
+        return Err(CloudError::MissingParameter("InstanceIds".into()));
+    }
+    let ids = ids_of("InstanceIds", instance_ids, IdKind::Instance, 200)?;
     let rows = app
         .store
         .instances_get(&ctx.scope, &ids)
@@ -195,7 +228,70 @@ pub async fn run_command(app: &App, ctx: &Ctx, req: RunCommandRequest) -> R<RunC
             host_id,
         ));
     }
+    Ok(tasks)
+}
+
+/// Stores an invocation and wakes the hosts that run it.
+async fn invoke(app: &App, ctx: &Ctx, inv: &NewInvocation) -> R<()> {
+    app.store
+        .invocation_create(&ctx.scope, inv)
+        .await
+        .map_err(tx_error)?;
+    for (_, _, h) in &inv.tasks {
+        app.gateway.poke(h);
+    }
+    Ok(())
+}
+
+/// `RunCommand`.
+pub async fn run_command(app: &App, ctx: &Ctx, req: RunCommandRequest) -> R<RunCommandResponse> {
+    let content = req
+        .content
+        .clone()
+        .ok_or_else(|| CloudError::MissingParameter("Content".into()))?;
+    content_check(&content)?;
+    if req.instance_ids.as_ref().is_none_or(|v| v.is_empty()) {
+        return Err(CloudError::MissingParameter("InstanceIds".into()));
+    }
+    ids_of(
+        "InstanceIds",
+        req.instance_ids.clone(),
+        IdKind::Instance,
+        200,
+    )?;
+    let ctype = req.command_type.clone().unwrap_or_else(|| "SHELL".into());
+    command_type_check(&ctype)?;
+    let wd = req
+        .working_directory
+        .clone()
+        .unwrap_or_else(|| "/root".into());
+    working_directory_check(&wd)?;
+    let timeout = req.timeout.unwrap_or(60);
+    timeout_check(timeout)?;
+    let user = req.username.clone().unwrap_or_else(|| "root".into());
+    username_check(&user)?;
+    if let Some(n) = &req.command_name {
+        command_name_check(n)?;
+    }
+    if let Some(d) = &req.description {
+        description_check(d)?;
+    }
+    extras_check(
+        req.enable_parameter == Some(true)
+            || req.parameters.is_some()
+            || req.default_parameters.is_some()
+            || req.default_parameter_confs.is_some(),
+        req.output_cos_bucket_url.is_some() || req.output_cos_key_prefix.is_some(),
+    )?;
+    let saved = req.save_command.unwrap_or(false);
+    if saved && req.command_name.as_ref().is_none_or(|n| n.is_empty()) {
+        return Err(CloudError::MissingParameter(
+            "CommandName (SaveCommand keeps the command in the library under a name)".into(),
+        ));
+    }
+    let tasks = tasks_for(app, ctx, req.instance_ids.clone()).await?;
     let inv = NewInvocation {
+        new_command: true,
         command_id: new_id(IdKind::Command),
         invocation_id: new_id(IdKind::Invocation),
         name: req.command_name.clone().unwrap_or_default(),
@@ -205,18 +301,289 @@ pub async fn run_command(app: &App, ctx: &Ctx, req: RunCommandRequest) -> R<RunC
         working_directory: wd,
         timeout_s: timeout,
         username: user,
-        saved: req.save_command.unwrap_or(false),
+        saved,
+        library_max: MAX_COMMANDS,
         tasks,
     };
-    app.store
-        .invocation_create(&ctx.scope, &inv)
-        .await
-        .map_err(internal)?;
-    for (_, _, h) in &inv.tasks {
-        app.gateway.poke(h);
-    }
+    invoke(app, ctx, &inv).await?;
     Ok(RunCommandResponse {
         command_id: inv.command_id,
+        invocation_id: inv.invocation_id,
+    })
+}
+
+/// `CreateCommand`.
+pub async fn create_command(
+    app: &App,
+    ctx: &Ctx,
+    req: CreateCommandRequest,
+) -> R<CreateCommandResponse> {
+    let name = req
+        .command_name
+        .clone()
+        .ok_or_else(|| CloudError::MissingParameter("CommandName".into()))?;
+    command_name_check(&name)?;
+    let content = req
+        .content
+        .clone()
+        .ok_or_else(|| CloudError::MissingParameter("Content".into()))?;
+    content_check(&content)?;
+    let description = req.description.clone().unwrap_or_default();
+    description_check(&description)?;
+    let ctype = req.command_type.clone().unwrap_or_else(|| "SHELL".into());
+    command_type_check(&ctype)?;
+    let wd = req
+        .working_directory
+        .clone()
+        .unwrap_or_else(|| "/root".into());
+    working_directory_check(&wd)?;
+    let timeout = req.timeout.unwrap_or(60);
+    timeout_check(timeout)?;
+    let user = req.username.clone().unwrap_or_else(|| "root".into());
+    username_check(&user)?;
+    extras_check(
+        req.enable_parameter == Some(true)
+            || req.default_parameters.is_some()
+            || req.default_parameter_confs.is_some(),
+        req.output_cos_bucket_url.is_some() || req.output_cos_key_prefix.is_some(),
+    )?;
+    if req.tags.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(CloudError::Unsupported("tags on commands".into()));
+    }
+    let row = CommandRow {
+        command_id: new_id(IdKind::Command),
+        name,
+        description,
+        content,
+        command_type: ctype,
+        working_directory: wd,
+        timeout_s: timeout,
+        username: user,
+    };
+    app.store
+        .command_create(&ctx.scope, &row, MAX_COMMANDS)
+        .await
+        .map_err(tx_error)?;
+    Ok(CreateCommandResponse {
+        command_id: row.command_id,
+    })
+}
+
+fn command_id_of(v: Option<String>) -> R<String> {
+    let id = v.ok_or_else(|| CloudError::MissingParameter("CommandId".into()))?;
+    if !is_valid(IdKind::Command, &id) {
+        return Err(CloudError::TatInvalidCommandId(id));
+    }
+    Ok(id)
+}
+
+fn command_view(c: &SavedCommand) -> Command {
+    Command {
+        command_id: c.command.command_id.clone(),
+        command_name: c.command.name.clone(),
+        description: c.command.description.clone(),
+        content: c.command.content.clone(),
+        command_type: c.command.command_type.clone(),
+        working_directory: c.command.working_directory.clone(),
+        timeout: c.command.timeout_s,
+        created_time: gpucloud_store::iso(c.created_at),
+        updated_time: gpucloud_store::iso(c.updated_at),
+        enable_parameter: false,
+        default_parameters: "{}".into(),
+        default_parameter_confs: vec![],
+        scenes: vec![],
+        formatted_description: String::new(),
+        created_by: "USER".into(),
+        tags: vec![],
+        username: c.command.username.clone(),
+        output_cos_bucket_url: String::new(),
+        output_cos_key_prefix: String::new(),
+    }
+}
+
+/// `DescribeCommands`: the tenant's library (gpucloud publishes no public
+/// commands, so `created-by` `TAT` finds nothing).
+pub async fn describe_commands(
+    app: &App,
+    ctx: &Ctx,
+    req: DescribeCommandsRequest,
+) -> R<DescribeCommandsResponse> {
+    if req.command_ids.as_ref().is_some_and(|v| !v.is_empty())
+        && req.filters.as_ref().is_some_and(|v| !v.is_empty())
+    {
+        return Err(CloudError::ParameterCombination(
+            "CommandIds and Filters cannot be used together".into(),
+        ));
+    }
+    let mut ids = ids_of("CommandIds", req.command_ids, IdKind::Command, 100)?;
+    let f = tat_filters(
+        req.filters,
+        &[
+            "command-id",
+            "command-name",
+            "command-type",
+            "created-by",
+            "tag-key",
+            "tag-value",
+            "tag:",
+        ],
+        5,
+    )?;
+    let (offset, limit) = paging(req.offset, req.limit, 100)?;
+    let get = |n: &str| -> Vec<String> { values_of(&f, n).into_iter().cloned().collect() };
+    ids.extend(ids_of(
+        "Filters.command-id",
+        Some(get("command-id")),
+        IdKind::Command,
+        100,
+    )?);
+    let by = get("created-by");
+    let tagged = f
+        .iter()
+        .any(|(n, _)| n == "tag-key" || n == "tag-value" || n.starts_with("tag:"));
+    if (!by.is_empty() && !by.iter().any(|b| b == "USER")) || tagged {
+        // Public commands and tags: gpucloud has none.
+        return Ok(DescribeCommandsResponse {
+            total_count: 0,
+            command_set: vec![],
+        });
+    }
+    let (total, rows) = app
+        .store
+        .commands(
+            &ctx.scope,
+            &CommandQuery {
+                ids,
+                names: get("command-name"),
+                types: get("command-type"),
+                offset,
+                limit,
+            },
+        )
+        .await
+        .map_err(internal)?;
+    Ok(DescribeCommandsResponse {
+        total_count: total,
+        command_set: rows.iter().map(command_view).collect(),
+    })
+}
+
+/// `ModifyCommand`.
+pub async fn modify_command(app: &App, ctx: &Ctx, req: ModifyCommandRequest) -> R<Empty> {
+    let id = command_id_of(req.command_id.clone())?;
+    if let Some(n) = &req.command_name {
+        command_name_check(n)?;
+    }
+    if let Some(c) = &req.content {
+        content_check(c)?;
+    }
+    if let Some(d) = &req.description {
+        description_check(d)?;
+    }
+    if let Some(t) = &req.command_type {
+        command_type_check(t)?;
+    }
+    if let Some(w) = &req.working_directory {
+        working_directory_check(w)?;
+    }
+    if let Some(t) = req.timeout {
+        timeout_check(t)?;
+    }
+    if let Some(u) = &req.username {
+        username_check(u)?;
+    }
+    extras_check(
+        req.default_parameters.is_some() || req.default_parameter_confs.is_some(),
+        req.output_cos_bucket_url.is_some() || req.output_cos_key_prefix.is_some(),
+    )?;
+    app.store
+        .command_modify(
+            &ctx.scope,
+            &id,
+            &CommandChanges {
+                name: req.command_name,
+                description: req.description,
+                content: req.content,
+                command_type: req.command_type,
+                working_directory: req.working_directory,
+                timeout_s: req.timeout,
+                username: req.username,
+            },
+        )
+        .await
+        .map_err(tx_error)?;
+    Ok(Empty {})
+}
+
+/// `DeleteCommand`.
+pub async fn delete_command(app: &App, ctx: &Ctx, req: DeleteCommandRequest) -> R<Empty> {
+    let id = command_id_of(req.command_id)?;
+    app.store
+        .commands_delete(&ctx.scope, &[id])
+        .await
+        .map_err(tx_error)?;
+    Ok(Empty {})
+}
+
+/// `DeleteCommands`: all or none.
+pub async fn delete_commands(app: &App, ctx: &Ctx, req: DeleteCommandsRequest) -> R<Empty> {
+    if req.command_ids.as_ref().is_none_or(|v| v.is_empty()) {
+        return Err(CloudError::MissingParameter("CommandIds".into()));
+    }
+    let ids = ids_of("CommandIds", req.command_ids, IdKind::Command, 100)?;
+    app.store
+        .commands_delete(&ctx.scope, &ids)
+        .await
+        .map_err(tx_error)?;
+    Ok(Empty {})
+}
+
+/// `InvokeCommand`: runs a saved command, with this run's `Username`,
+/// `WorkingDirectory` and `Timeout` when given.
+pub async fn invoke_command(
+    app: &App,
+    ctx: &Ctx,
+    req: InvokeCommandRequest,
+) -> R<InvokeCommandResponse> {
+    let id = command_id_of(req.command_id.clone())?;
+    if let Some(w) = &req.working_directory {
+        working_directory_check(w)?;
+    }
+    if let Some(t) = req.timeout {
+        timeout_check(t)?;
+    }
+    if let Some(u) = &req.username {
+        username_check(u)?;
+    }
+    extras_check(
+        req.parameters.is_some(),
+        req.output_cos_bucket_url.is_some() || req.output_cos_key_prefix.is_some(),
+    )?;
+    let cmd = app
+        .store
+        .command_get(&ctx.scope, &id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| CloudError::TatCommandNotFound(id.clone()))?
+        .command;
+    let tasks = tasks_for(app, ctx, req.instance_ids).await?;
+    let inv = NewInvocation {
+        new_command: false,
+        command_id: cmd.command_id,
+        invocation_id: new_id(IdKind::Invocation),
+        name: cmd.name,
+        description: cmd.description,
+        content: cmd.content,
+        command_type: cmd.command_type,
+        working_directory: req.working_directory.unwrap_or(cmd.working_directory),
+        timeout_s: req.timeout.unwrap_or(cmd.timeout_s),
+        username: req.username.unwrap_or(cmd.username),
+        saved: true,
+        library_max: MAX_COMMANDS,
+        tasks,
+    };
+    invoke(app, ctx, &inv).await?;
+    Ok(InvokeCommandResponse {
         invocation_id: inv.invocation_id,
     })
 }
