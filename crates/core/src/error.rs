@@ -408,6 +408,9 @@ pub enum CloudError {
     /// Invocation task ID with the wrong shape.
     #[error("invocation task ID {0} is invalid")]
     TatInvalidInvocationTaskId(String),
+    /// Two TAT parameters that exclude each other (`…Ids` and `Filters`).
+    #[error("{0} and {1} cannot be used together")]
+    TatConflictParameter(&'static str, &'static str),
     /// Command ID with the wrong shape.
     #[error("command ID {0} is invalid")]
     TatInvalidCommandId(String),
@@ -547,6 +550,7 @@ impl CloudError {
             TatInvalidCommandName(_) => "InvalidParameterValue.InvalidCommandName",
             TatInvalidInvocationId(_) => "InvalidParameterValue.InvalidInvocationId",
             TatInvalidInvocationTaskId(_) => "InvalidParameterValue.InvalidInvocationTaskId",
+            TatConflictParameter(..) => "InvalidParameter.ConflictParameter",
             TatInvalidCommandId(_) => "InvalidParameterValue.InvalidCommandId",
             TatCommandNotFound(_) => "ResourceNotFound.CommandNotFound",
             TatCommandNameDuplicated(_) => "InvalidParameterValue.CommandNameDuplicated",
@@ -886,6 +890,10 @@ impl CloudError {
             TatInvalidInvocationTaskId(i) => (
                 format!("The invocation task ID `{i}` is invalid; task IDs look like invt-xxxxxxxx."),
                 format!("执行任务ID `{i}` 无效，ID形如 invt-xxxxxxxx。"),
+            ),
+            TatConflictParameter(a, b) => (
+                format!("`{a}` and `{b}` cannot be used together; give one of them."),
+                format!("`{a}` 与 `{b}` 不能同时指定，请只填写其中一个。"),
             ),
             TatInvalidCommandId(i) => (
                 format!("The command ID `{i}` is invalid; command IDs look like cmd-xxxxxxxx."),

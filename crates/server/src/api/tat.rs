@@ -38,6 +38,7 @@ fn ids_of(name: &str, v: Option<Vec<String>>, kind: IdKind, max: usize) -> R<Vec
                 IdKind::Instance => CloudError::TatInvalidInstanceId(i),
                 IdKind::Invocation => CloudError::TatInvalidInvocationId(i),
                 IdKind::InvocationTask => CloudError::TatInvalidInvocationTaskId(i),
+                IdKind::Command => CloudError::TatInvalidCommandId(i),
                 _ => CloudError::value(name, format!("`{i}` is not a valid ID")),
             });
         }
@@ -142,6 +143,20 @@ fn extras_check(parameters: bool, cos: bool) -> R<()> {
         return Err(CloudError::Unsupported(
             "uploading command output to COS".into(),
         ));
+    }
+    Ok(())
+}
+
+/// The TAT Describe actions take IDs or filters, not both.
+fn ids_or_filters(
+    name: &'static str,
+    ids: &Option<Vec<String>>,
+    filters: &Option<Vec<gpucloud_api_types::Filter>>,
+) -> R<()> {
+    if ids.as_ref().is_some_and(|v| !v.is_empty())
+        && filters.as_ref().is_some_and(|v| !v.is_empty())
+    {
+        return Err(CloudError::TatConflictParameter(name, "Filters"));
     }
     Ok(())
 }
@@ -408,13 +423,7 @@ pub async fn describe_commands(
     ctx: &Ctx,
     req: DescribeCommandsRequest,
 ) -> R<DescribeCommandsResponse> {
-    if req.command_ids.as_ref().is_some_and(|v| !v.is_empty())
-        && req.filters.as_ref().is_some_and(|v| !v.is_empty())
-    {
-        return Err(CloudError::ParameterCombination(
-            "CommandIds and Filters cannot be used together".into(),
-        ));
-    }
+    ids_or_filters("CommandIds", &req.command_ids, &req.filters)?;
     let mut ids = ids_of("CommandIds", req.command_ids, IdKind::Command, 100)?;
     let f = tat_filters(
         req.filters,
@@ -682,15 +691,9 @@ pub async fn describe_invocations(
     ctx: &Ctx,
     req: DescribeInvocationsRequest,
 ) -> R<DescribeInvocationsResponse> {
-    if req.invocation_ids.as_ref().is_some_and(|v| !v.is_empty())
-        && req.filters.as_ref().is_some_and(|v| !v.is_empty())
-    {
-        return Err(CloudError::ParameterCombination(
-            "InvocationIds and Filters cannot be used together".into(),
-        ));
-    }
+    ids_or_filters("InvocationIds", &req.invocation_ids, &req.filters)?;
     let mut wanted = ids_of("InvocationIds", req.invocation_ids, IdKind::Invocation, 100)?;
-    let f = filters(
+    let f = tat_filters(
         req.filters,
         &[
             "invocation-id",
@@ -698,7 +701,6 @@ pub async fn describe_invocations(
             "instance-kind",
             "command-created-by",
         ],
-        10,
         100,
     )?;
     let (offset, limit) = paging(req.offset, req.limit, 100)?;
@@ -738,23 +740,14 @@ pub async fn describe_invocation_tasks(
     ctx: &Ctx,
     req: DescribeInvocationTasksRequest,
 ) -> R<DescribeInvocationTasksResponse> {
-    if req
-        .invocation_task_ids
-        .as_ref()
-        .is_some_and(|v| !v.is_empty())
-        && req.filters.as_ref().is_some_and(|v| !v.is_empty())
-    {
-        return Err(CloudError::ParameterCombination(
-            "InvocationTaskIds and Filters cannot be used together".into(),
-        ));
-    }
+    ids_or_filters("InvocationTaskIds", &req.invocation_task_ids, &req.filters)?;
     let task_ids = ids_of(
         "InvocationTaskIds",
         req.invocation_task_ids,
         IdKind::InvocationTask,
         100,
     )?;
-    let f = filters(
+    let f = tat_filters(
         req.filters,
         &[
             "invocation-id",
@@ -762,7 +755,6 @@ pub async fn describe_invocation_tasks(
             "instance-id",
             "command-id",
         ],
-        10,
         100,
     )?;
     let (offset, limit) = paging(req.offset, req.limit, 100)?;
