@@ -87,6 +87,10 @@ def test_container_instance_runs_commands_and_leaves_nothing(cloud_factory, work
     inst = t.ok("cvm", "DescribeInstances", "--InstanceIds", json.dumps([iid]))["InstanceSet"][0]
     assert (inst["CPU"], inst["Memory"]) == (2, 4)
 
+    # Its command agent is the runtime itself: online while it runs.
+    agents = t.ok("tat", "DescribeAutomationAgentStatus", "--InstanceIds", json.dumps([iid]))["AutomationAgentSet"]
+    assert [(a["InstanceId"], a["AgentStatus"], a["Environment"]) for a in agents] == [(iid, "Online", "Linux")], agents
+
     script = ("hostname; nproc; "
               "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
     inv = t.ok("tat", "RunCommand", "--InstanceIds", json.dumps([iid]),

@@ -223,6 +223,8 @@ def test_vm_lifecycle_with_ssh_user_data_tat_and_a_container_beside_it(cloud_fac
         ("SUCCESS", _state(t, cid)["HostName"])
 
     # TAT reaches the VM through its guest agent.
+    agents = t.ok("tat", "DescribeAutomationAgentStatus", "--InstanceIds", json.dumps([iid]))["AutomationAgentSet"]
+    assert [(a["AgentStatus"], a["Version"]) for a in agents] == [("Online", "qemu-guest-agent")], agents
     s = _run_command(t, iid, "hostname; cat /root/user-data.txt")
     assert s["TaskStatus"] == "SUCCESS", s
     assert base64.b64decode(s["TaskResult"]["Output"]).decode().split() == [inst["HostName"], "made-by-user-data"]
@@ -287,6 +289,7 @@ def test_vm_lifecycle_with_ssh_user_data_tat_and_a_container_beside_it(cloud_fac
                "--InstanceType", "S5.SMALL1", "--InstanceName", "noagent")["InstanceIdSet"][0]
     assert t.err("tat", "RunCommand", "--InstanceIds", json.dumps([nid]), "--Content",
                  base64.b64encode(b"true").decode()) == "ResourceUnavailable.AgentNotInstalled"
+    assert t.ok("tat", "DescribeAutomationAgentStatus", "--InstanceIds", json.dumps([nid]))["TotalCount"] == 0
     wait_for("the VM without a guest agent to run", lambda: _state(t, nid)["InstanceState"] == "RUNNING",
              timeout=240, interval=0.5)
     t.ok("cvm", "TerminateInstances", "--InstanceIds", json.dumps([nid]))

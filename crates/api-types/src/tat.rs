@@ -386,3 +386,37 @@ pub struct InvokeCommandRequest {
 pub struct InvokeCommandResponse {
     pub invocation_id: String,
 }
+
+/// `DescribeAutomationAgentStatus`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DescribeAutomationAgentStatusRequest {
+    #[serde(default)]
+    pub instance_ids: Option<Vec<String>>,
+    #[serde(default)]
+    pub filters: Option<Vec<Filter>>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    pub limit: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    pub offset: Option<i64>,
+}
+
+/// The command agent of one instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AutomationAgentInfo {
+    pub instance_id: String,
+    pub version: String,
+    pub last_heartbeat_time: String,
+    pub agent_status: String,
+    pub environment: String,
+    pub support_features: Vec<String>,
+}
+
+/// Answer of `DescribeAutomationAgentStatus`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeAutomationAgentStatusResponse {
+    pub automation_agent_set: Vec<AutomationAgentInfo>,
+    pub total_count: i64,
+}

@@ -222,7 +222,37 @@ async fn the_command_library_refuses_bad_input_with_tat_codes() {
         code(invoke(json!({"CommandId": id, "InstanceIds": [ins], "Timeout": 0})).await),
         "InvalidParameterValue.Range"
     );
-    // A simulated host runs no commands.
+    // A simulated host runs no commands: no agent to list.
+    let agents = tat(
+        &a,
+        "DescribeAutomationAgentStatus",
+        json!({"InstanceIds": [ins]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(agents["TotalCount"], 0, "{agents}");
+    assert_eq!(
+        code(
+            tat(
+                &a,
+                "DescribeAutomationAgentStatus",
+                json!({"InstanceIds": [ins], "Filters": [{"Name": "agent-status", "Values": ["Online"]}]})
+            )
+            .await
+        ),
+        "InvalidParameter.ConflictParameter"
+    );
+    assert_eq!(
+        code(
+            tat(
+                &a,
+                "DescribeAutomationAgentStatus",
+                json!({"Filters": [{"Name": "agent-version", "Values": ["1"]}]})
+            )
+            .await
+        ),
+        "InvalidFilter"
+    );
     assert_eq!(
         code(invoke(json!({"CommandId": id, "InstanceIds": [ins]})).await),
         "ResourceUnavailable.AgentNotInstalled"

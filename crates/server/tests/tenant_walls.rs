@@ -290,6 +290,12 @@ async fn every_action_hides_other_tenants() {
             Some("OK-EMPTY"),
         ),
         tat("DescribeCommands", json!({}), Some("OK-EMPTY")),
+        tat("DescribeAutomationAgentStatus", json!({}), Some("OK-EMPTY")),
+        tat(
+            "DescribeAutomationAgentStatus",
+            json!({"InstanceIds": [ains]}),
+            Some("OK-EMPTY"),
+        ),
         tat(
             "DescribeCommands",
             json!({"CommandIds": ["cmd-alice001"]}),

@@ -45,6 +45,7 @@ pub const ACTIONS: &[(&str, &str, &str)] = &[
     ("tat", "2020-10-28", "DeleteCommand"),
     ("tat", "2020-10-28", "DeleteCommands"),
     ("tat", "2020-10-28", "InvokeCommand"),
+    ("tat", "2020-10-28", "DescribeAutomationAgentStatus"),
 ];
 
 /// Whether `s` is a service gpucloud serves.
@@ -159,6 +160,9 @@ pub async fn dispatch(app: &App, ctx: &Ctx, call: &Call) -> Result<Value, CloudE
                 "DeleteCommand" => route!(app, ctx, p, tat::delete_command),
                 "DeleteCommands" => route!(app, ctx, p, tat::delete_commands),
                 "InvokeCommand" => route!(app, ctx, p, tat::invoke_command),
+                "DescribeAutomationAgentStatus" => {
+                    route!(app, ctx, p, tat::describe_automation_agent_status)
+                }
                 _ => Err(invalid_action(call)),
             }
         }

@@ -685,6 +685,99 @@ fn task_view(t: &TaskRow, hide_output: bool) -> InvocationTask {
     }
 }
 
+/// `DescribeAutomationAgentStatus`: the command agents of the caller's
+/// instances. An instance has one when TAT can reach it at all (not on a
+/// simulated host, not from an image without a guest agent); it is `Online`
+/// while the instance runs on a reachable host.
+pub async fn describe_automation_agent_status(
+    app: &App,
+    ctx: &Ctx,
+    req: DescribeAutomationAgentStatusRequest,
+) -> R<DescribeAutomationAgentStatusResponse> {
+    ids_or_filters("InstanceIds", &req.instance_ids, &req.filters)?;
+    let mut ids = ids_of("InstanceIds", req.instance_ids, IdKind::Instance, 100)?;
+    let f = tat_filters(
+        req.filters,
+        &["agent-status", "environment", "instance-id"],
+        5,
+    )?;
+    let (offset, limit) = paging(req.offset, req.limit, 100)?;
+    let get = |n: &str| -> Vec<String> { values_of(&f, n).into_iter().cloned().collect() };
+    ids.extend(ids_of(
+        "Filters.instance-id",
+        Some(get("instance-id")),
+        IdKind::Instance,
+        100,
+    )?);
+    let statuses = get("agent-status");
+    let envs = get("environment");
+    let (_, rows) = app
+        .store
+        .instance_list(
+            &ctx.scope,
+            &gpucloud_store::instances::InstanceQuery {
+                ids,
+                limit: 100_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(internal)?;
+    let mut hosts: std::collections::HashMap<String, Option<gpucloud_store::hosts::Host>> =
+        Default::default();
+    let mut agents = Vec::new();
+    for r in &rows {
+        let Some(host_id) = r.host_id.clone() else {
+            continue;
+        };
+        if !hosts.contains_key(&host_id) {
+            let h = app.store.host_get(&host_id).await.map_err(internal)?;
+            hosts.insert(host_id.clone(), h);
+        }
+        let Some(host) = hosts.get(&host_id).cloned().flatten() else {
+            continue;
+        };
+        if host.kind == "sim" || r.runtime == "sim" {
+            continue;
+        }
+        let image = app
+            .store
+            .image_visible(&ctx.scope, &r.image_id)
+            .await
+            .map_err(internal)?;
+        if image.as_ref().is_some_and(|i| !i.guest_agent) {
+            continue;
+        }
+        let online = r.state == InstanceState::Running
+            && host.state != gpucloud_store::hosts::state::UNREACHABLE;
+        agents.push(AutomationAgentInfo {
+            instance_id: r.instance_id.clone(),
+            version: if r.runtime == "qemu" {
+                "qemu-guest-agent".into()
+            } else {
+                format!("gpucloud-{}", env!("CARGO_PKG_VERSION"))
+            },
+            last_heartbeat_time: time((host.last_seen > 0).then_some(host.last_seen)),
+            agent_status: if online { "Online" } else { "Offline" }.into(),
+            environment: "Linux".into(),
+            support_features: vec![],
+        });
+    }
+    agents.retain(|a| {
+        (statuses.is_empty() || statuses.contains(&a.agent_status))
+            && (envs.is_empty() || envs.contains(&a.environment))
+    });
+    let total = agents.len() as i64;
+    Ok(DescribeAutomationAgentStatusResponse {
+        automation_agent_set: agents
+            .into_iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .collect(),
+        total_count: total,
+    })
+}
+
 /// `DescribeInvocations`.
 pub async fn describe_invocations(
     app: &App,
