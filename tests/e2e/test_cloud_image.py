@@ -94,7 +94,7 @@ def test_a_debian_cloud_image_with_stock_cloud_init(cloud_factory, workdir):
     wait_for("the password VM to run", lambda: _state(t, pid)["InstanceState"] == "RUNNING", timeout=600, interval=1)
     pinst = _state(t, pid)
 
-    def password_login():
+    def password_login(password=password):
         r = subprocess.run(
             ["nsenter", f"--net=/run/netns/{ns}", "sshpass", "-p", password, "ssh",
              "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -106,6 +106,17 @@ def test_a_debian_cloud_image_with_stock_cloud_init(cloud_factory, workdir):
 
     assert wait_for("root to log in with the password", password_login, timeout=600, interval=2) == \
         ["status:done", pinst["HostName"]]
+    # A new password on the running instance (ForceStop restarts it):
+    # cloud-init sets passwords once per instance, the guest agent sets it.
+    new_password = "Gpu-Cloud-2027y"
+    t.ok("cvm", "ResetInstancesPassword", "--InstanceIds", json.dumps([pid]), "--Password", new_password,
+         "--ForceStop", "True")
+    wait_for("the password VM to restart", lambda: (lambda s: s["InstanceState"] == "RUNNING" and
+                                                    s["LatestOperationState"] == "SUCCESS")(_state(t, pid)),
+             timeout=600, interval=1)
+    assert wait_for("root to log in with the new password", lambda: password_login(new_password),
+                    timeout=600, interval=2) == ["status:done", pinst["HostName"]]
+    assert password_login(password) is None, "the old password must no longer work"
     t.ok("cvm", "TerminateInstances", "--InstanceIds", json.dumps([pid]))
 
     # TAT through the image's own qemu-guest-agent.

@@ -942,6 +942,41 @@ impl QemuRuntime {
 
     /// Waits until the guest is up: the guest agent answers, or (images
     /// without one) the console shows a login prompt.
+    /// Runs guest-agent commands in order, as one step: the whole sequence
+    /// is retried a few times, since the guest agent may answer a ping a
+    /// moment before it takes commands that touch the disk.
+    async fn qga_steps(&self, id: &str, steps: &[(&str, serde_json::Value)]) -> Result<(), String> {
+        let lock = self.qga_lock(id);
+        let _g = lock.lock().await;
+        let sock = self.dir(id).join("qga.sock");
+        let mut last = String::new();
+        for attempt in 0..5 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let mut ok = true;
+            for (cmd, args) in steps {
+                if let Err(e) = qga(
+                    &sock,
+                    cmd,
+                    Some(args.clone()),
+                    Duration::from_secs(10),
+                    true,
+                )
+                .await
+                {
+                    last = format!("{cmd}: {e}");
+                    ok = false;
+                    break;
+                }
+            }
+            if ok {
+                return Ok(());
+            }
+        }
+        Err(last)
+    }
+
     /// Brings root's `authorized_keys` in line with the instance's key pairs
     /// through the guest agent, after every boot. Cloud-init writes the
     /// seed's keys once per instance, so without this a key pair associated
@@ -951,8 +986,7 @@ impl QemuRuntime {
     /// commands (QEMU < 5.2) leaves a warning, not a failed start.
     async fn sync_keys(&self, spec: &InstanceSpec) {
         let id = &spec.instance_id;
-        let dir = self.dir(id);
-        let applied_file = dir.join("keys.applied");
+        let applied_file = self.dir(id).join("keys.applied");
         let applied: Vec<String> = std::fs::read(&applied_file)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -963,32 +997,24 @@ impl QemuRuntime {
             .filter_map(|k| key_material(k))
             .collect();
         let (add, remove) = key_changes(&applied, &desired);
-        if add.is_empty() && remove.is_empty() {
+        let mut steps = Vec::new();
+        if !remove.is_empty() {
+            steps.push((
+                "guest-ssh-remove-authorized-keys",
+                serde_json::json!({ "username": "root", "keys": remove }),
+            ));
+        }
+        if !add.is_empty() {
+            steps.push((
+                "guest-ssh-add-authorized-keys",
+                serde_json::json!({ "username": "root", "keys": add }),
+            ));
+        }
+        if steps.is_empty() {
             return;
         }
-        let lock = self.qga_lock(id);
-        let _g = lock.lock().await;
-        let sock = dir.join("qga.sock");
-        let mut last = String::new();
-        // The guest agent may answer a ping a moment before it takes
-        // commands that touch the disk; a few tries cover that.
-        for _ in 0..5 {
-            let mut ok = true;
-            for (cmd, keys) in [
-                ("guest-ssh-remove-authorized-keys", &remove),
-                ("guest-ssh-add-authorized-keys", &add),
-            ] {
-                if keys.is_empty() {
-                    continue;
-                }
-                let args = serde_json::json!({ "username": "root", "keys": keys });
-                if let Err(e) = qga(&sock, cmd, Some(args), Duration::from_secs(10), true).await {
-                    last = format!("{cmd}: {e}");
-                    ok = false;
-                    break;
-                }
-            }
-            if ok {
+        match self.qga_steps(id, &steps).await {
+            Ok(()) => {
                 if let Err(e) = write_private(
                     &applied_file,
                     &serde_json::to_vec(&desired).unwrap_or_default(),
@@ -996,11 +1022,47 @@ impl QemuRuntime {
                     tracing::warn!(instance = %id, error = %e.0, "could not remember the applied keys");
                 }
                 tracing::info!(instance = %id, added = add.len(), removed = remove.len(), "root's SSH keys updated");
-                return;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            Err(e) => {
+                tracing::warn!(instance = %id, error = %e, "could not update root's SSH keys through the guest agent")
+            }
         }
-        tracing::warn!(instance = %id, error = %last, "could not update root's SSH keys through the guest agent");
+    }
+
+    /// Sets root's password through the guest agent after a boot when it
+    /// changed since gpucloud last set it (`ResetInstancesPassword`):
+    /// cloud-init sets the seed's password once per instance only. What was
+    /// set is remembered as a salted SHA-256 (`password.applied`, 0600).
+    async fn sync_password(&self, spec: &InstanceSpec) {
+        use sha2::{Digest, Sha256};
+        let Some(pw) = &spec.password else {
+            return;
+        };
+        let id = &spec.instance_id;
+        let applied_file = self.dir(id).join("password.applied");
+        let digest = hex::encode(Sha256::digest(format!("{id}\0{pw}").as_bytes()));
+        if std::fs::read_to_string(&applied_file).is_ok_and(|d| d.trim() == digest) {
+            return;
+        }
+        let args = serde_json::json!({
+            "username": "root",
+            "password": base64::engine::general_purpose::STANDARD.encode(pw),
+            "crypted": false,
+        });
+        match self
+            .qga_steps(id, &[("guest-set-user-password", args)])
+            .await
+        {
+            Ok(()) => {
+                if let Err(e) = write_private(&applied_file, digest.as_bytes()) {
+                    tracing::warn!(instance = %id, error = %e.0, "could not remember the applied password");
+                }
+                tracing::info!(instance = %id, "root's password set");
+            }
+            Err(e) => {
+                tracing::warn!(instance = %id, error = %e, "could not set root's password through the guest agent")
+            }
+        }
     }
 
     async fn wait_ready(
@@ -1321,6 +1383,7 @@ impl Runtime for QemuRuntime {
         }
         if image.guest_agent {
             self.sync_keys(spec).await;
+            self.sync_password(spec).await;
         }
         Ok(())
     }

@@ -912,6 +912,20 @@ pub struct InstancesKeyPairsRequest {
     pub force_stop: Option<bool>,
 }
 
+/// `ResetInstancesPassword`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ResetInstancesPasswordRequest {
+    #[serde(default)]
+    pub instance_ids: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub password: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub user_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub force_stop: Option<bool>,
+}
+
 /// `ModifyKeyPairAttribute`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]

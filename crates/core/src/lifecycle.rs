@@ -198,6 +198,8 @@ pub enum Operation {
     AssociateKeyPairs,
     /// `DisassociateInstancesKeyPairs` with `ForceStop` on a running instance
     DisassociateKeyPairs,
+    /// `ResetInstancesPassword` with `ForceStop` on a running instance
+    ResetPassword,
 }
 
 impl Operation {
@@ -212,6 +214,7 @@ impl Operation {
             Self::ResetType => "ResetInstancesType",
             Self::AssociateKeyPairs => "AssociateInstancesKeyPairs",
             Self::DisassociateKeyPairs => "DisassociateInstancesKeyPairs",
+            Self::ResetPassword => "ResetInstancesPassword",
         }
     }
 
@@ -226,6 +229,7 @@ impl Operation {
             Self::ResetType,
             Self::AssociateKeyPairs,
             Self::DisassociateKeyPairs,
+            Self::ResetPassword,
         ]
         .into_iter()
         .find(|o| o.action() == s)
@@ -243,7 +247,12 @@ pub fn begin(state: InstanceState, op: Operation) -> Result<InstanceState, Insta
             Terminating
         }
         (Operation::ResetType, Stopped | Running) => Starting,
-        (Operation::AssociateKeyPairs | Operation::DisassociateKeyPairs, Running) => Rebooting,
+        (
+            Operation::AssociateKeyPairs
+            | Operation::DisassociateKeyPairs
+            | Operation::ResetPassword,
+            Running,
+        ) => Rebooting,
         _ => return Err(state),
     };
     debug_assert!(valid_transition(state, to), "{state:?} -> {to:?}");
@@ -339,6 +348,8 @@ mod tests {
             Operation::Terminate,
             Operation::ResetType,
             Operation::AssociateKeyPairs,
+            Operation::DisassociateKeyPairs,
+            Operation::ResetPassword,
         ];
         for s in InstanceState::ALL {
             for op in ops {

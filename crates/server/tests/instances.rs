@@ -675,6 +675,89 @@ async fn key_pairs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_instances_password_checks_and_restarts_with_force_stop() {
+    let cloud = TestCloud::start("1*CPU").await;
+    let (c, _) = cloud.tenant("alice").await;
+    let id = run_one(&c, "S5.SMALL2").await;
+    wait_state(&c, &id, "RUNNING").await;
+    let reset = |p: serde_json::Value| {
+        let c = c.clone();
+        async move { c.cvm("ResetInstancesPassword", p).await }
+    };
+    let good = "Gpu-Cloud-2026x";
+    for (p, want) in [
+        (json!({"InstanceIds": [id]}), "MissingParameter"),
+        (json!({"Password": good}), "MissingParameter"),
+        (
+            json!({"InstanceIds": [id], "Password": "short"}),
+            "InvalidPassword",
+        ),
+        (
+            json!({"InstanceIds": [id], "Password": good, "UserName": "ubuntu"}),
+            "InvalidParameterValue",
+        ),
+        (
+            json!({"InstanceIds": ["ins-nothere1"], "Password": good}),
+            "InvalidInstanceId.NotFound",
+        ),
+        // Running: only with ForceStop.
+        (
+            json!({"InstanceIds": [id], "Password": good}),
+            "UnsupportedOperation.InstanceStateRunning",
+        ),
+    ] {
+        assert_eq!(code(reset(p.clone()).await), want, "{p}");
+    }
+    let before = cloud
+        .app
+        .store
+        .host_desired(&cloud.app.store.host_list().await.unwrap()[0].host_id)
+        .await
+        .unwrap()
+        .1;
+    assert_eq!(before[0].password, None);
+
+    reset(json!({"InstanceIds": [id], "Password": good, "ForceStop": true}))
+        .await
+        .unwrap();
+    let i = c
+        .cvm("DescribeInstances", json!({"InstanceIds": [id]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        i["InstanceSet"][0]["LatestOperation"],
+        "ResetInstancesPassword"
+    );
+    wait_state(&c, &id, "RUNNING").await;
+    poll("the reset settles", Duration::from_secs(20), || async {
+        let r = c
+            .cvm("DescribeInstances", json!({"InstanceIds": [id]}))
+            .await
+            .unwrap();
+        (r["InstanceSet"][0]["LatestOperationState"] == "SUCCESS").then_some(())
+    })
+    .await;
+    // The host's desired state carries the new password (sealed at rest).
+    let host = cloud.app.store.host_list().await.unwrap()[0]
+        .host_id
+        .clone();
+    let after = cloud.app.store.host_desired(&host).await.unwrap().1;
+    assert_eq!(after[0].password.as_deref(), Some(good));
+
+    // Stopped: no ForceStop needed, and nothing restarts.
+    c.cvm("StopInstances", json!({"InstanceIds": [id]}))
+        .await
+        .unwrap();
+    wait_state(&c, &id, "STOPPED").await;
+    reset(json!({"InstanceIds": [id], "Password": "Another-Pass-9"}))
+        .await
+        .unwrap();
+    assert_eq!(state(&c, &id).await, "STOPPED");
+    let after = cloud.app.store.host_desired(&host).await.unwrap().1;
+    assert_eq!(after[0].password.as_deref(), Some("Another-Pass-9"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_and_prices() {
     let cloud = TestCloud::start("1*H100x8,1*T4x4@ap-guangzhou-4,1*CPU").await;
     let (c, _) = cloud.tenant("alice").await;

@@ -192,6 +192,11 @@ async fn every_action_hides_other_tenants() {
             nf,
         ),
         expect_code(
+            "ResetInstancesPassword",
+            json!({"InstanceIds": [ains], "Password": "Gpu-Cloud-2026x", "ForceStop": true}),
+            nf,
+        ),
+        expect_code(
             "DisassociateInstancesKeyPairs",
             json!({"InstanceIds": [bins], "KeyIds": [akey], "ForceStop": true}),
             "InvalidKeyPairId.NotFound",

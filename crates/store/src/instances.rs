@@ -236,6 +236,20 @@ pub struct InstanceQuery {
     pub limit: i64,
 }
 
+/// What [`Store::instances_change_login`] changes.
+#[derive(Debug, Clone)]
+pub enum LoginChange<'a> {
+    /// Key pairs added (`associate`) or removed.
+    Keys {
+        /// Key pair IDs.
+        keys: &'a [String],
+        /// Add or remove.
+        associate: bool,
+    },
+    /// Root's new password (stored sealed).
+    Password(&'a str),
+}
+
 /// Capacity released by a report, to return to the in-memory index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Released {
@@ -1158,11 +1172,8 @@ impl Store {
         Ok(())
     }
 
-    /// Associates (or disassociates) key pairs with instances, in one
-    /// transaction: every instance must be `STOPPED`, or `RUNNING` with
-    /// `force` (it is then restarted to pick the keys up, as `ForceStop`
-    /// asks); any other state refuses the whole request and changes nothing.
-    /// Returns the instances as they are afterwards.
+    /// Associates (or disassociates) key pairs with instances; see
+    /// [`Store::instances_change_login`].
     #[allow(clippy::too_many_arguments)]
     pub async fn instances_set_keys(
         &self,
@@ -1173,10 +1184,39 @@ impl Store {
         force: bool,
         request_id: &str,
     ) -> std::result::Result<Vec<InstanceRow>, TxError> {
-        let op = if associate {
-            Operation::AssociateKeyPairs
-        } else {
-            Operation::DisassociateKeyPairs
+        self.instances_change_login(
+            scope,
+            ids,
+            &LoginChange::Keys { keys, associate },
+            force,
+            request_id,
+        )
+        .await
+    }
+
+    /// Changes how instances are logged into — their key pairs or root's
+    /// password — in one transaction: every instance must be `STOPPED`, or
+    /// `RUNNING` with `force` (it is then restarted to pick the change up,
+    /// as `ForceStop` asks); any other state refuses the whole request and
+    /// changes nothing. Returns the instances as they are afterwards.
+    pub async fn instances_change_login(
+        &self,
+        scope: &TenantScope,
+        ids: &[String],
+        change: &LoginChange<'_>,
+        force: bool,
+        request_id: &str,
+    ) -> std::result::Result<Vec<InstanceRow>, TxError> {
+        let op = match change {
+            LoginChange::Keys {
+                associate: true, ..
+            } => Operation::AssociateKeyPairs,
+            LoginChange::Keys { .. } => Operation::DisassociateKeyPairs,
+            LoginChange::Password(_) => Operation::ResetPassword,
+        };
+        let sealed = match change {
+            LoginChange::Password(p) => Some(self.secrets().seal(p)),
+            LoginChange::Keys { .. } => None,
         };
         let now = now_ms();
         let mut tx = self.begin_write().await?;
@@ -1217,13 +1257,24 @@ impl Store {
         }
         for inst in &rows {
             let id = &inst.instance_id;
-            for k in keys {
-                let sql = if associate {
-                    "INSERT INTO instance_key_pairs (instance_id, key_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-                } else {
-                    "DELETE FROM instance_key_pairs WHERE instance_id = $1 AND key_id = $2"
-                };
-                sqlx::query(sql).bind(id).bind(k).execute(&mut *tx).await?;
+            match change {
+                LoginChange::Keys { keys, associate } => {
+                    for k in *keys {
+                        let sql = if *associate {
+                            "INSERT INTO instance_key_pairs (instance_id, key_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+                        } else {
+                            "DELETE FROM instance_key_pairs WHERE instance_id = $1 AND key_id = $2"
+                        };
+                        sqlx::query(sql).bind(id).bind(k).execute(&mut *tx).await?;
+                    }
+                }
+                LoginChange::Password(_) => {
+                    sqlx::query("UPDATE instances SET password_sealed = $1 WHERE instance_id = $2")
+                        .bind(&sealed)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             if inst.state == InstanceState::Running {
                 // Restarted to pick the keys up (ForceStop).
@@ -1644,7 +1695,10 @@ async fn begin_op(
 ) -> std::result::Result<(), TxError> {
     let reboot = i64::from(matches!(
         op,
-        Operation::Reboot | Operation::AssociateKeyPairs | Operation::DisassociateKeyPairs
+        Operation::Reboot
+            | Operation::AssociateKeyPairs
+            | Operation::DisassociateKeyPairs
+            | Operation::ResetPassword
     ));
     let n = sqlx::query(
         "UPDATE instances SET state = $1, latest_operation = $2, latest_operation_state = 'OPERATING',

@@ -12,7 +12,7 @@ use gpucloud_core::lifecycle::{InstanceState, Operation};
 use gpucloud_core::pricing::{self, ChargeType};
 use gpucloud_core::region::{self, Zone};
 use gpucloud_core::{validate, CloudError};
-use gpucloud_store::instances::{InstanceQuery, NewInstance, TransitionOpts};
+use gpucloud_store::instances::{InstanceQuery, LoginChange, NewInstance, TransitionOpts};
 use gpucloud_store::keypairs::NewKeyPair;
 use std::collections::HashMap;
 
@@ -1666,6 +1666,51 @@ async fn set_keys(
             &iids,
             &keys,
             associate,
+            req.force_stop.unwrap_or(false),
+            &ctx.request_id,
+        )
+        .await
+        .map_err(tx_error)?;
+    inst::poke(app, &rows);
+    Ok(Empty {})
+}
+
+/// `ResetInstancesPassword`: root's password, on stopped instances (or
+/// running ones with `ForceStop`, which restart). Cloud images get it
+/// through the guest agent at the next boot, since cloud-init sets
+/// passwords once per instance.
+pub async fn reset_instances_password(
+    app: &App,
+    ctx: &Ctx,
+    req: ResetInstancesPasswordRequest,
+) -> R<Empty> {
+    let iids = instance_ids(req.instance_ids)?;
+    let password = req
+        .password
+        .ok_or_else(|| CloudError::MissingParameter("Password".into()))?;
+    validate::password(&password)?;
+    match req.user_name.as_deref() {
+        None | Some("root") => {}
+        Some(other) => {
+            return Err(CloudError::value(
+                "UserName",
+                format!("`{other}`: gpucloud's Linux images log in as root; reset root's password"),
+            ))
+        }
+    }
+    let rows = inst::load(app, &ctx.scope, &iids).await?;
+    if let Some(c) = rows.iter().find(|r| r.runtime == "container") {
+        return Err(CloudError::Unsupported(format!(
+            "passwords on container instances ({} has no login; run commands in it with TAT RunCommand)",
+            c.instance_id
+        )));
+    }
+    let rows = app
+        .store
+        .instances_change_login(
+            &ctx.scope,
+            &iids,
+            &LoginChange::Password(&password),
             req.force_stop.unwrap_or(false),
             &ctx.request_id,
         )
