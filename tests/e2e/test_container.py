@@ -144,6 +144,20 @@ def test_container_instance_runs_commands_and_leaves_nothing(cloud_factory, work
         "ResourceNotFound.CommandNotFound"
     assert t.ok("tat", "DescribeInvocations", "--InvocationIds", json.dumps([invocation]))["TotalCount"] == 1
 
+    # ResetInstance: the writable layer goes, the image is the root again.
+    invocation = t.ok("tat", "RunCommand", "--InstanceIds", json.dumps([iid]),
+                      "--Content", b64("echo x > /root/marker"))["InvocationId"]
+    assert wait_for("the marker", task, timeout=120, interval=0.5)["TaskStatus"] == "SUCCESS"
+    t.ok("cvm", "ResetInstance", "--InstanceId", iid)
+    wait_for("the reinstall", lambda: (lambda s: s["InstanceState"] == "RUNNING" and
+                                       s["LatestOperationState"] == "SUCCESS")(
+        t.ok("cvm", "DescribeInstances", "--InstanceIds", json.dumps([iid]))["InstanceSet"][0]),
+        timeout=120, interval=0.5)
+    invocation = t.ok("tat", "RunCommand", "--InstanceIds", json.dumps([iid]),
+                      "--Content", b64("test -e /root/marker && echo kept || echo gone"))["InvocationId"]
+    s = wait_for("the check", task, timeout=120, interval=0.5)
+    assert base64.b64decode(s["TaskResult"]["Output"]).decode().strip() == "gone", s
+
     t.ok("cvm", "TerminateInstances", "--InstanceIds", json.dumps([iid]))
     wait_for("the instance to go", lambda: t.ok("cvm", "DescribeInstances", "--InstanceIds",
                                                  json.dumps([iid]))["TotalCount"] == 0, timeout=120)

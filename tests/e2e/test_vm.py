@@ -267,6 +267,19 @@ def test_vm_lifecycle_with_ssh_user_data_tat_and_a_container_beside_it(cloud_fac
     # cloud images when key pairs change) and remembers what it added.
     assert json.loads((vm_dir / "keys.applied").read_text()) == [" ".join(key["PublicKey"].split()[:2])]
 
+    # ResetInstance: a fresh system disk from the image (what was written
+    # is gone, the user data runs once more), a new host name, the same key.
+    assert _ssh(ns, key_file, ip, "touch /root/marker").returncode == 0
+    t.ok("cvm", "ResetInstance", "--InstanceId", iid, "--HostName", "reborn")
+    wait_for("the reinstall", lambda: (lambda s: s["InstanceState"] == "RUNNING" and
+                                       s["LatestOperationState"] == "SUCCESS")(_state(t, iid)),
+             timeout=240, interval=0.5)
+    out = wait_for("SSH after the reinstall", lambda: (lambda r: r.stdout if r.returncode == 0 else None)(
+        _ssh(ns, key_file, ip, "hostname; test -e /root/marker && echo kept || echo gone; cat /root/user-data.txt")),
+        timeout=120, interval=0.5).split()
+    assert out == ["reborn", "gone", "made-by-user-data"], out
+    assert _state(t, iid)["HostName"] == "reborn"
+
     # `poweroff` inside the guest: the instance is honestly STOPPED, not restarted.
     _ssh(ns, key_file, ip, "(sleep 0.2; poweroff) >/dev/null 2>&1 &")
     wait_for("the guest's own poweroff to show", lambda: _state(t, iid)["InstanceState"] == "STOPPED",

@@ -244,6 +244,10 @@ pub struct InstanceSpec {
     /// Data disk sizes, GiB, in order.
     #[serde(default)]
     pub data_disks_gib: Vec<u64>,
+    /// Reinstalls (`ResetInstance`): when it rises, the runtime rebuilds
+    /// the system disk from the image before the next boot.
+    #[serde(default)]
+    pub system_disk_seq: i64,
     /// Owner (AppId), for labels and isolation.
     pub app_id: i64,
 }

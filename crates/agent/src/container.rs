@@ -506,7 +506,27 @@ impl Runtime for ContainerRuntime {
         }
         self.delete(id).await?;
         let lower = self.image_rootfs(spec).await?;
+        // ResetInstance: the writable layer goes; the (maybe new) image is
+        // the root file system again.
+        let b = self.bundle(id);
+        let reinstall = crate::runtime::reinstall_due(&b, spec.system_disk_seq);
+        if reinstall {
+            self.unmount_rootfs(id).await?;
+            for d in ["upper", "work"] {
+                match tokio::fs::remove_dir_all(b.join(d)).await {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(err("removing the old writable layer", e))
+                    }
+                    _ => {}
+                }
+            }
+            tracing::info!(instance = %id, image = %spec.image.image_id, "reinstalling the root file system");
+        }
         let rootfs = self.mount_rootfs(id, &lower).await?;
+        if reinstall {
+            crate::runtime::reinstall_done(&b, spec.system_disk_seq)
+                .map_err(|e| err("recording the reinstall", e))?;
+        }
         let b = self.bundle(id);
         let oci = oci_spec(spec, &rootfs, self.gpus.as_ref(), self.cfg.host_cpus)?;
         oci.save(b.join("config.json"))
@@ -885,6 +905,7 @@ mod tests {
             spec_generation: 1,
             power: DesiredPower::Running,
             reboot_seq: 0,
+            system_disk_seq: 0,
             stop_type: None,
             name: "n".into(),
             hostname: "ins-abcdefgh".into(),

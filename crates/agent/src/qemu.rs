@@ -1288,8 +1288,26 @@ impl Runtime for QemuRuntime {
         if let Some(pid) = self.pid(id) {
             return self.wait_ready(id, pid, &image, 0).await;
         }
-        self.update(spec).await?;
+        // ResetInstance: a fresh system disk from the (maybe new) image,
+        // and nothing remembered about the old one's keys and password.
         let dir = self.dir(id);
+        let reinstall = crate::runtime::reinstall_due(&dir, spec.system_disk_seq);
+        if reinstall {
+            for f in ["system.qcow2", "keys.applied", "password.applied"] {
+                match std::fs::remove_file(dir.join(f)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(err("removing the old system disk", e))
+                    }
+                    _ => {}
+                }
+            }
+            tracing::info!(instance = %id, image = %spec.image.image_id, "reinstalling the system disk");
+        }
+        self.update(spec).await?;
+        if reinstall {
+            crate::runtime::reinstall_done(&dir, spec.system_disk_seq)
+                .map_err(|e| err("recording the reinstall", e))?;
+        }
         self.write_seed(spec).await?;
         let accel = self.accel().await;
         let gpus: Vec<String> = spec.gpus.iter().map(|g| g.pci_address.clone()).collect();
@@ -1614,6 +1632,7 @@ mod tests {
             spec_generation: 1,
             power: DesiredPower::Running,
             reboot_seq: 0,
+            system_disk_seq: 0,
             stop_type: None,
             name: "vm".into(),
             hostname: "web-1".into(),

@@ -157,6 +157,25 @@ pub fn kill_process_tree(pid: i32) {
     }
 }
 
+/// Whether an instance's system disk must be rebuilt before it boots: the
+/// spec's reinstall count (`ResetInstance`) is past the one recorded in
+/// `<dir>/system.seq` (absent: none yet). Rebuilding and then
+/// [`reinstall_done`] is safe to repeat: a crash in between rebuilds again.
+pub fn reinstall_due(dir: &std::path::Path, wanted: i64) -> bool {
+    let done: i64 = std::fs::read_to_string(dir.join("system.seq"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    wanted > done
+}
+
+/// Records that the system disk was rebuilt for reinstall `seq`.
+pub fn reinstall_done(dir: &std::path::Path, seq: i64) -> std::io::Result<()> {
+    let tmp = dir.join("system.seq.tmp");
+    std::fs::write(&tmp, seq.to_string())?;
+    std::fs::rename(tmp, dir.join("system.seq"))
+}
+
 /// [`kill_process_tree`] as a POSIX shell function, for guests (`$1` is the
 /// process ID); it needs only `/proc/<pid>/task/<tid>/children`.
 pub const KILL_TREE_SH: &str = "t() { kill -STOP \"$1\" 2>/dev/null; for c in $(cat /proc/\"$1\"/task/*/children 2>/dev/null); do t \"$c\"; done; kill -KILL \"$1\" 2>/dev/null; }; t \"$1\"";

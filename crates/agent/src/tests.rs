@@ -103,6 +103,7 @@ fn spec(id: &str, generation: i64, power: DesiredPower, reboot: i64) -> Instance
         spec_generation: generation,
         power,
         reboot_seq: reboot,
+        system_disk_seq: 0,
         stop_type: None,
         name: id.into(),
         hostname: id.into(),

@@ -51,6 +51,7 @@ fn spec(id: &str, cpu: u32, mem_mib: u64) -> InstanceSpec {
         spec_generation: 1,
         power: DesiredPower::Running,
         reboot_seq: 0,
+        system_disk_seq: 0,
         stop_type: None,
         name: "t".into(),
         hostname: id.into(),

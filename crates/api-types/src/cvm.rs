@@ -804,6 +804,26 @@ pub struct ResetInstancesTypeRequest {
     pub force_stop: Option<bool>,
 }
 
+/// `ResetInstance`: reinstall the system disk.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ResetInstanceRequest {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub instance_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub image_id: Option<String>,
+    #[serde(default)]
+    pub system_disk: Option<SystemDisk>,
+    #[serde(default)]
+    pub login_settings: Option<LoginSettings>,
+    #[serde(default)]
+    pub enhanced_service: Option<Value>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub host_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub user_data: Option<String>,
+}
+
 /// `ModifyInstancesAttribute`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]

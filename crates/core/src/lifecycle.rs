@@ -200,6 +200,8 @@ pub enum Operation {
     DisassociateKeyPairs,
     /// `ResetInstancesPassword` with `ForceStop` on a running instance
     ResetPassword,
+    /// `ResetInstance`: reinstall the system disk, then run
+    Reinstall,
 }
 
 impl Operation {
@@ -215,6 +217,7 @@ impl Operation {
             Self::AssociateKeyPairs => "AssociateInstancesKeyPairs",
             Self::DisassociateKeyPairs => "DisassociateInstancesKeyPairs",
             Self::ResetPassword => "ResetInstancesPassword",
+            Self::Reinstall => "ResetInstance",
         }
     }
 
@@ -230,6 +233,7 @@ impl Operation {
             Self::AssociateKeyPairs,
             Self::DisassociateKeyPairs,
             Self::ResetPassword,
+            Self::Reinstall,
         ]
         .into_iter()
         .find(|o| o.action() == s)
@@ -246,7 +250,7 @@ pub fn begin(state: InstanceState, op: Operation) -> Result<InstanceState, Insta
         (Operation::Terminate, Pending | Running | Stopped | LaunchFailed | Shutdown) => {
             Terminating
         }
-        (Operation::ResetType, Stopped | Running) => Starting,
+        (Operation::ResetType | Operation::Reinstall, Stopped | Running) => Starting,
         (
             Operation::AssociateKeyPairs
             | Operation::DisassociateKeyPairs
@@ -350,6 +354,7 @@ mod tests {
             Operation::AssociateKeyPairs,
             Operation::DisassociateKeyPairs,
             Operation::ResetPassword,
+            Operation::Reinstall,
         ];
         for s in InstanceState::ALL {
             for op in ops {

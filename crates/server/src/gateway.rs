@@ -104,6 +104,7 @@ fn to_spec(d: gpucloud_store::instances::DesiredInstance) -> InstanceSpec {
         },
         spec_generation: d.spec_generation,
         reboot_seq: d.reboot_seq,
+        system_disk_seq: d.reset_seq,
         stop_type: d.stop_type,
         name: d.name,
         hostname: d.host_name,

@@ -758,6 +758,112 @@ async fn reset_instances_password_checks_and_restarts_with_force_stop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_instance_reinstalls_and_runs() {
+    let cloud = TestCloud::start("1*CPU").await;
+    vm_image(&cloud).await;
+    let (c, _) = cloud.tenant("alice").await;
+    let id = run_one(&c, "S5.SMALL2").await;
+    wait_state(&c, &id, "RUNNING").await;
+    let host = cloud.app.store.host_list().await.unwrap()[0]
+        .host_id
+        .clone();
+    let seq = |cloud: &TestCloud| {
+        let store = cloud.app.store.clone();
+        let host = host.clone();
+        async move { store.host_desired(&host).await.unwrap().1[0].reset_seq }
+    };
+    assert_eq!(seq(&cloud).await, 0);
+    let reset = |p: serde_json::Value| {
+        let c = c.clone();
+        async move { c.cvm("ResetInstance", p).await }
+    };
+    for (p, want) in [
+        (json!({}), "MissingParameter"),
+        (json!({"InstanceId": "ins-"}), "InvalidInstanceId.Malformed"),
+        (
+            json!({"InstanceId": "ins-nothere1"}),
+            "InvalidInstanceId.NotFound",
+        ),
+        (
+            json!({"InstanceId": id, "ImageId": "img-nothere1"}),
+            "InvalidImageId.NotFound",
+        ),
+        // Another runtime: the instance runs on the simulated runtime.
+        (
+            json!({"InstanceId": id, "ImageId": "img-gcvmtest"}),
+            "UnsupportedOperation",
+        ),
+        (
+            json!({"InstanceId": id, "HostName": "-bad-"}),
+            "InvalidParameterValue.IllegalHostName",
+        ),
+        (
+            json!({"InstanceId": id, "UserData": "%%%"}),
+            "InvalidParameterValue.InvalidUserDataFormat",
+        ),
+        (
+            json!({"InstanceId": id, "LoginSettings": {"Password": "short"}}),
+            "InvalidPassword",
+        ),
+        (
+            json!({"InstanceId": id, "SystemDisk": {"DiskType": "CLOUD_SSD", "DiskSize": 200}}),
+            "UnsupportedOperation",
+        ),
+    ] {
+        assert_eq!(code(reset(p.clone()).await), want, "{p}");
+    }
+    assert_eq!(seq(&cloud).await, 0, "refusals change nothing");
+
+    // Running: reinstalled, restarted, with the new login and host name.
+    reset(json!({"InstanceId": id, "HostName": "fresh-host", "LoginSettings": {"Password": "Gpu-Cloud-2026x"}}))
+        .await
+        .unwrap();
+    let i = c
+        .cvm("DescribeInstances", json!({"InstanceIds": [id]}))
+        .await
+        .unwrap();
+    assert_eq!(i["InstanceSet"][0]["LatestOperation"], "ResetInstance");
+    assert_eq!(i["InstanceSet"][0]["InstanceState"], "STARTING");
+    // Busy: a second request waits its turn.
+    assert_eq!(
+        code(reset(json!({"InstanceId": id})).await),
+        "OperationDenied.InstanceOperationInProgress"
+    );
+    wait_state(&c, &id, "RUNNING").await;
+    poll("the reinstall settles", Duration::from_secs(20), || async {
+        let r = c
+            .cvm("DescribeInstances", json!({"InstanceIds": [id]}))
+            .await
+            .unwrap();
+        (r["InstanceSet"][0]["LatestOperationState"] == "SUCCESS").then_some(())
+    })
+    .await;
+    let d = cloud.app.store.host_desired(&host).await.unwrap().1;
+    assert_eq!(
+        (
+            d[0].reset_seq,
+            d[0].host_name.as_str(),
+            d[0].password.as_deref()
+        ),
+        (1, "fresh-host", Some("Gpu-Cloud-2026x"))
+    );
+
+    // Stopped: reinstalled and started.
+    c.cvm("StopInstances", json!({"InstanceIds": [id]}))
+        .await
+        .unwrap();
+    wait_state(&c, &id, "STOPPED").await;
+    reset(json!({"InstanceId": id})).await.unwrap();
+    wait_state(&c, &id, "RUNNING").await;
+    let d = cloud.app.store.host_desired(&host).await.unwrap().1;
+    assert_eq!(
+        (d[0].reset_seq, d[0].password.as_deref()),
+        (2, Some("Gpu-Cloud-2026x")),
+        "login kept when not given"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_and_prices() {
     let cloud = TestCloud::start("1*H100x8,1*T4x4@ap-guangzhou-4,1*CPU").await;
     let (c, _) = cloud.tenant("alice").await;

@@ -191,6 +191,7 @@ async fn every_action_hides_other_tenants() {
             json!({"InstanceIds": [ains], "KeyIds": [bkey]}),
             nf,
         ),
+        expect_code("ResetInstance", json!({"InstanceId": ains}), nf),
         expect_code(
             "ResetInstancesPassword",
             json!({"InstanceIds": [ains], "Password": "Gpu-Cloud-2026x", "ForceStop": true}),

@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "command_library",
         include_str!("../migrations/0005_command_library.sql"),
     ),
+    (
+        6,
+        "reinstall",
+        include_str!("../migrations/0006_reinstall.sql"),
+    ),
 ];
 
 /// A handle on the database. Cheap to clone.

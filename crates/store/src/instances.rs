@@ -236,6 +236,23 @@ pub struct InstanceQuery {
     pub limit: i64,
 }
 
+/// What [`Store::instance_reinstall`] installs.
+#[derive(Debug, Clone, Default)]
+pub struct Reinstall {
+    /// The image (the instance's own to reinstall it as it was).
+    pub image_id: String,
+    /// The image's runtime: it must be the instance's.
+    pub runtime: String,
+    /// A new host name (`None`: unchanged).
+    pub host_name: Option<String>,
+    /// New user data, run at the first boot of the fresh disk (`None`: the
+    /// instance's own runs again).
+    pub user_data: Option<String>,
+    /// New login: root's password and the key pairs, replacing both
+    /// (`None`: unchanged).
+    pub login: Option<(Option<String>, Vec<String>)>,
+}
+
 /// What [`Store::instances_change_login`] changes.
 #[derive(Debug, Clone)]
 pub enum LoginChange<'a> {
@@ -267,6 +284,8 @@ pub struct DesiredInstance {
     pub spec_generation: i64,
     pub power: DesiredPower,
     pub reboot_seq: i64,
+    /// Reinstalls (`ResetInstance`) the system disk must have had.
+    pub reset_seq: i64,
     pub stop_type: Option<String>,
     pub name: String,
     pub host_name: String,
@@ -1323,6 +1342,114 @@ impl Store {
         self.instances_get(scope, ids).await.map_err(TxError::from)
     }
 
+    /// `ResetInstance`: in one transaction, the instance (`RUNNING` or
+    /// `STOPPED` with its resources held) takes the new image, host name,
+    /// user data and login, its reinstall count rises and it goes
+    /// `STARTING`; its agent rebuilds the system disk and boots it (a running
+    /// one is stopped first: its reboot count rises too).
+    pub async fn instance_reinstall(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        r: &Reinstall,
+        request_id: &str,
+    ) -> std::result::Result<InstanceRow, TxError> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {INSTANCE_COLS} FROM instances WHERE app_id = $1 AND instance_id = $2 AND state <> 'TERMINATED'"
+        ))
+        .bind(scope.app_id())
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| CloudError::InstanceNotFound(vec![id.to_string()]))?;
+        let inst = instance_from_row(&row)?;
+        let op = Operation::Reinstall;
+        let to = lifecycle::begin(inst.state, op).map_err(|state| {
+            if state.is_transitional() {
+                CloudError::OperationInProgress {
+                    id: inst.instance_id.clone(),
+                    operation: inst
+                        .latest_operation
+                        .clone()
+                        .unwrap_or_else(|| state.as_str().to_string()),
+                }
+            } else {
+                CloudError::InstanceState {
+                    id: inst.instance_id.clone(),
+                    state,
+                    action: op.action().to_string(),
+                }
+            }
+        })?;
+        if !inst.resources_held {
+            return Err(CloudError::StopChargingNotSupported(inst.instance_id.clone()).into());
+        }
+        if r.runtime != inst.runtime {
+            return Err(CloudError::Unsupported(format!(
+                "reinstalling {} ({}) from a {} image; pick an image with the tag runtime={}",
+                inst.instance_id, inst.runtime, r.runtime, inst.runtime
+            ))
+            .into());
+        }
+        let running = i64::from(inst.state == InstanceState::Running);
+        let n = sqlx::query(
+            "UPDATE instances SET image_id = $1, host_name = COALESCE($2, host_name), user_data = COALESCE($3, user_data),
+               state = $4, latest_operation = $5, latest_operation_state = 'OPERATING', latest_operation_request_id = $6,
+               latest_operation_error = NULL, spec_generation = spec_generation + 1, reboot_seq = reboot_seq + $7,
+               reset_seq = reset_seq + 1, updated_at = $8
+             WHERE instance_id = $9 AND app_id = $10 AND state = $11",
+        )
+        .bind(&r.image_id)
+        .bind(&r.host_name)
+        .bind(&r.user_data)
+        .bind(to.as_str())
+        .bind(op.action())
+        .bind(request_id)
+        .bind(running)
+        .bind(now)
+        .bind(id)
+        .bind(scope.app_id())
+        .bind(inst.state.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Err(CloudError::OperationInProgress {
+                id: id.to_string(),
+                operation: "another request".into(),
+            }
+            .into());
+        }
+        if let Some((password, keys)) = &r.login {
+            let sealed = password.as_ref().map(|p| self.secrets().seal(p));
+            sqlx::query("UPDATE instances SET password_sealed = $1 WHERE instance_id = $2")
+                .bind(&sealed)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM instance_key_pairs WHERE instance_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            for k in keys {
+                sqlx::query("INSERT INTO instance_key_pairs (instance_id, key_id) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(k)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        if let Some(h) = &inst.host_id {
+            bump_host(&mut tx, h).await?;
+        }
+        tx.commit().await?;
+        self.instance_get(scope, id)
+            .await?
+            .ok_or_else(|| CloudError::InstanceNotFound(vec![id.to_string()]).into())
+    }
+
     /// The desired state of a host: its generation and every instance it must run,
     /// keep stopped, or remove.
     pub async fn host_desired(&self, host_id: &str) -> Result<(i64, Vec<DesiredInstance>)> {
@@ -1333,7 +1460,7 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("host {host_id}")))?;
         let generation: i64 = col(&gen_row, "generation")?;
         let rows = sqlx::query(&format!(
-            "SELECT {INSTANCE_COLS}, password_sealed,
+            "SELECT {INSTANCE_COLS}, password_sealed, reset_seq,
                (SELECT location FROM images WHERE images.image_id = instances.image_id) AS image_location,
                (SELECT cidr FROM subnets WHERE subnets.subnet_id = instances.subnet_id) AS subnet_cidr
              FROM instances WHERE (host_id = $1 OR prev_host_id = $1) AND state <> 'TERMINATED' ORDER BY instance_id"
@@ -1388,6 +1515,7 @@ impl Store {
                 power,
                 spec_generation: inst.spec_generation,
                 reboot_seq: inst.reboot_seq,
+                reset_seq: col(r, "reset_seq")?,
                 stop_type: inst.stop_type.clone(),
                 name: inst.name.clone(),
                 host_name: inst.host_name.clone(),

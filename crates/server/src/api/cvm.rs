@@ -12,7 +12,9 @@ use gpucloud_core::lifecycle::{InstanceState, Operation};
 use gpucloud_core::pricing::{self, ChargeType};
 use gpucloud_core::region::{self, Zone};
 use gpucloud_core::{validate, CloudError};
-use gpucloud_store::instances::{InstanceQuery, LoginChange, NewInstance, TransitionOpts};
+use gpucloud_store::instances::{
+    InstanceQuery, LoginChange, NewInstance, Reinstall, TransitionOpts,
+};
 use gpucloud_store::keypairs::NewKeyPair;
 use std::collections::HashMap;
 
@@ -1672,6 +1674,64 @@ async fn set_keys(
         .await
         .map_err(tx_error)?;
     inst::poke(app, &rows);
+    Ok(Empty {})
+}
+
+/// `ResetInstance`: reinstalls the system disk from the instance's image or
+/// another of the same runtime, then runs the instance. Data disks stay.
+/// Login settings, host name and user data apply to the fresh disk; left
+/// out, the instance's own do.
+pub async fn reset_instance(app: &App, ctx: &Ctx, req: ResetInstanceRequest) -> R<Empty> {
+    let id = req
+        .instance_id
+        .ok_or_else(|| CloudError::MissingParameter("InstanceId".into()))?;
+    let id = instance_ids(Some(vec![id]))?.remove(0);
+    let row = inst::load(app, &ctx.scope, std::slice::from_ref(&id))
+        .await?
+        .remove(0);
+    let image_id = req.image_id.clone().unwrap_or_else(|| row.image_id.clone());
+    if !is_valid(IdKind::Image, &image_id) {
+        return Err(CloudError::ImageIdMalformed(image_id));
+    }
+    let image = app
+        .store
+        .image_visible(&ctx.scope, &image_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| CloudError::ImageNotFound(image_id.clone()))?;
+    if req.system_disk.is_some() && system_disk_of(&req.system_disk)? != row.system_disk {
+        return Err(CloudError::Unsupported(
+            "changing the system disk's type or size on reinstall; leave SystemDisk out".into(),
+        ));
+    }
+    if let Some(h) = &req.host_name {
+        validate::host_name(h)?;
+    }
+    if let Some(u) = &req.user_data {
+        validate::user_data(u)?;
+    }
+    let replace_login = req
+        .login_settings
+        .as_ref()
+        .is_some_and(|l| l.password.is_some() || l.key_ids.as_ref().is_some_and(|k| !k.is_empty()));
+    let login = login_of(app, ctx, &req.login_settings).await?;
+    let row = app
+        .store
+        .instance_reinstall(
+            &ctx.scope,
+            &id,
+            &Reinstall {
+                image_id: image.image_id.clone(),
+                runtime: image.runtime.clone(),
+                host_name: req.host_name,
+                user_data: req.user_data,
+                login: replace_login.then_some((login.password, login.key_ids)),
+            },
+            &ctx.request_id,
+        )
+        .await
+        .map_err(tx_error)?;
+    inst::poke(app, std::slice::from_ref(&row));
     Ok(Empty {})
 }
 

@@ -31,6 +31,7 @@ pub const ACTIONS: &[(&str, &str, &str)] = &[
     ("cvm", "2017-03-12", "AssociateInstancesKeyPairs"),
     ("cvm", "2017-03-12", "DisassociateInstancesKeyPairs"),
     ("cvm", "2017-03-12", "ResetInstancesPassword"),
+    ("cvm", "2017-03-12", "ResetInstance"),
     ("cvm", "2017-03-12", "CreateDisasterRecoverGroup"),
     ("cvm", "2017-03-12", "DescribeDisasterRecoverGroups"),
     ("cvm", "2017-03-12", "DeleteDisasterRecoverGroups"),
@@ -130,6 +131,7 @@ pub async fn dispatch(app: &App, ctx: &Ctx, call: &Call) -> Result<Value, CloudE
                     route!(app, ctx, p, cvm::associate_instances_key_pairs)
                 }
                 "ResetInstancesPassword" => route!(app, ctx, p, cvm::reset_instances_password),
+                "ResetInstance" => route!(app, ctx, p, cvm::reset_instance),
                 "DisassociateInstancesKeyPairs" => {
                     route!(app, ctx, p, cvm::disassociate_instances_key_pairs)
                 }
