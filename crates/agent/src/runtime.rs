@@ -185,6 +185,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reinstalls_are_counted_once() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(
+            !reinstall_due(d.path(), 0),
+            "a new instance has nothing to rebuild"
+        );
+        assert!(reinstall_due(d.path(), 1));
+        reinstall_done(d.path(), 1).unwrap();
+        assert!(!reinstall_due(d.path(), 1), "done once");
+        assert!(reinstall_due(d.path(), 2));
+        std::fs::write(d.path().join("system.seq"), "garbage").unwrap();
+        assert!(
+            reinstall_due(d.path(), 2),
+            "an unreadable record rebuilds (the disk is fresh anyway)"
+        );
+    }
+
+    #[test]
     fn a_process_tree_dies_whole() {
         // sh → (sleep, sh → sleep): every one of them goes.
         let mut child = std::process::Command::new("/bin/sh")
