@@ -303,6 +303,9 @@ def test_vm_lifecycle_with_ssh_user_data_tat_and_a_container_beside_it(cloud_fac
     assert t.err("tat", "RunCommand", "--InstanceIds", json.dumps([nid]), "--Content",
                  base64.b64encode(b"true").decode()) == "ResourceUnavailable.AgentNotInstalled"
     assert t.ok("tat", "DescribeAutomationAgentStatus", "--InstanceIds", json.dumps([nid]))["TotalCount"] == 0
+    # Nor can key pairs or passwords change after launch: nothing would apply them.
+    assert t.err("cvm", "ResetInstancesPassword", "--InstanceIds", json.dumps([nid]), "--Password",
+                 "Gpu-Cloud-2026x", "--ForceStop", "True") == "UnsupportedOperation"
     wait_for("the VM without a guest agent to run", lambda: _state(t, nid)["InstanceState"] == "RUNNING",
              timeout=240, interval=0.5)
     t.ok("cvm", "TerminateInstances", "--InstanceIds", json.dumps([nid]))

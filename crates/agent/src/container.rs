@@ -459,6 +459,10 @@ impl Runtime for ContainerRuntime {
         vec![RuntimeKind::Container]
     }
 
+    fn booted_seq(&self, id: &str) -> Option<i64> {
+        crate::runtime::booted_seq(&self.bundle(id))
+    }
+
     async fn list(&self) -> Result<Vec<(String, Power)>, RuntimeError> {
         let dir = self.cfg.state_dir.join("containers");
         let mut out = Vec::new();
@@ -509,7 +513,8 @@ impl Runtime for ContainerRuntime {
         // ResetInstance: the writable layer goes; the (maybe new) image is
         // the root file system again.
         let b = self.bundle(id);
-        let reinstall = crate::runtime::reinstall_due(&b, spec.system_disk_seq);
+        let reinstall = crate::runtime::reinstall_due(&b, spec.system_disk_seq)
+            .map_err(|e| err("checking for a reinstall", e))?;
         if reinstall {
             self.unmount_rootfs(id).await?;
             for d in ["upper", "work"] {
@@ -565,6 +570,7 @@ impl Runtime for ContainerRuntime {
                 "the container did not start: {tail}"
             )));
         }
+        crate::runtime::record_boot(&b, spec.reboot_seq);
         Ok(())
     }
 

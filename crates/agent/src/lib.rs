@@ -670,7 +670,11 @@ async fn converge(
                 Ok(ObservedPower::Running)
             }
             (DesiredPower::Running, _) => {
-                if reboots < spec.reboot_seq {
+                // Pending when this agent asked for fewer reboots than the
+                // spec wants, or (after an agent restart, which forgets
+                // that) when the runtime recorded an older boot.
+                let booted = rt.booted_seq(&spec.instance_id);
+                if reboots < spec.reboot_seq || booted.is_some_and(|b| b < spec.reboot_seq) {
                     rt.reboot(spec, how).await?;
                     reboots = spec.reboot_seq;
                 }

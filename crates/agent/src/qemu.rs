@@ -940,8 +940,6 @@ impl QemuRuntime {
         Ok(())
     }
 
-    /// Waits until the guest is up: the guest agent answers, or (images
-    /// without one) the console shows a login prompt.
     /// Runs guest-agent commands in order, as one step: the whole sequence
     /// is retried a few times, since the guest agent may answer a ping a
     /// moment before it takes commands that touch the disk.
@@ -1065,6 +1063,8 @@ impl QemuRuntime {
         }
     }
 
+    /// Waits until the guest is up: the guest agent answers, or (images
+    /// without one) the console shows a login prompt.
     async fn wait_ready(
         &self,
         id: &str,
@@ -1199,6 +1199,10 @@ impl Runtime for QemuRuntime {
         vec![RuntimeKind::Qemu]
     }
 
+    fn booted_seq(&self, id: &str) -> Option<i64> {
+        crate::runtime::booted_seq(&self.dir(id))
+    }
+
     async fn list(&self) -> Result<Vec<(String, Power)>, RuntimeError> {
         let mut out = Vec::new();
         let Ok(entries) = std::fs::read_dir(self.cfg.state_dir.join("vms")) else {
@@ -1291,7 +1295,8 @@ impl Runtime for QemuRuntime {
         // ResetInstance: a fresh system disk from the (maybe new) image,
         // and nothing remembered about the old one's keys and password.
         let dir = self.dir(id);
-        let reinstall = crate::runtime::reinstall_due(&dir, spec.system_disk_seq);
+        let reinstall = crate::runtime::reinstall_due(&dir, spec.system_disk_seq)
+            .map_err(|e| err("checking for a reinstall", e))?;
         if reinstall {
             for f in ["system.qcow2", "keys.applied", "password.applied"] {
                 match std::fs::remove_file(dir.join(f)) {
@@ -1403,6 +1408,7 @@ impl Runtime for QemuRuntime {
             self.sync_keys(spec).await;
             self.sync_password(spec).await;
         }
+        crate::runtime::record_boot(&dir, spec.reboot_seq);
         Ok(())
     }
 

@@ -101,6 +101,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// Reboots the instance.
     async fn reboot(&self, spec: &InstanceSpec, how: StopType) -> Result<(), RuntimeError>;
 
+    /// The reboot count (`InstanceSpec::reboot_seq`) the running instance
+    /// last booted with, when the runtime records it ([`record_boot`]).
+    /// An agent that restarts while a reboot (or a reinstall, a key or
+    /// password change with `ForceStop`) is pending learns from it that the
+    /// instance must still reboot. `None`: not recorded.
+    fn booted_seq(&self, id: &str) -> Option<i64> {
+        let _ = id;
+        None
+    }
+
     /// Destroys the instance and everything it left on the host.
     async fn destroy(&self, id: &str) -> Result<(), RuntimeError>;
 
@@ -159,21 +169,60 @@ pub fn kill_process_tree(pid: i32) {
 
 /// Whether an instance's system disk must be rebuilt before it boots: the
 /// spec's reinstall count (`ResetInstance`) is past the one recorded in
-/// `<dir>/system.seq` (absent: none yet). Rebuilding and then
-/// [`reinstall_done`] is safe to repeat: a crash in between rebuilds again.
-pub fn reinstall_due(dir: &std::path::Path, wanted: i64) -> bool {
-    let done: i64 = std::fs::read_to_string(dir.join("system.seq"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    wanted > done
+/// `<dir>/system.seq` (absent: none yet). A crash between rebuilding and
+/// [`reinstall_done`] rebuilds again, before anything booted from the new
+/// disk. A record that cannot be read is an error, never a reason to wipe
+/// a disk in use.
+pub fn reinstall_due(dir: &std::path::Path, wanted: i64) -> std::io::Result<bool> {
+    let done: i64 = match std::fs::read_to_string(dir.join("system.seq")) {
+        Ok(s) => s.trim().parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} is damaged ({:?}); write the reinstall count the disk has (0 if never reinstalled) into it",
+                    dir.join("system.seq").display(),
+                    s.trim()
+                ),
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    Ok(wanted > done)
 }
 
-/// Records that the system disk was rebuilt for reinstall `seq`.
+/// Records, durably (file and directory synced), that the system disk was
+/// rebuilt for reinstall `seq`.
 pub fn reinstall_done(dir: &std::path::Path, seq: i64) -> std::io::Result<()> {
-    let tmp = dir.join("system.seq.tmp");
-    std::fs::write(&tmp, seq.to_string())?;
-    std::fs::rename(tmp, dir.join("system.seq"))
+    write_durably(dir, "system.seq", seq.to_string().as_bytes())
+}
+
+fn write_durably(dir: &std::path::Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Records the reboot count an instance booted with (see
+/// [`Runtime::booted_seq`]). Best effort: without it, a pending reboot is
+/// only missed across an agent restart.
+pub fn record_boot(dir: &std::path::Path, reboot_seq: i64) {
+    if let Err(e) = write_durably(dir, "boot.seq", reboot_seq.to_string().as_bytes()) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not record the boot");
+    }
+}
+
+/// The reboot count recorded by [`record_boot`].
+pub fn booted_seq(dir: &std::path::Path) -> Option<i64> {
+    std::fs::read_to_string(dir.join("boot.seq"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// [`kill_process_tree`] as a POSIX shell function, for guests (`$1` is the
@@ -187,19 +236,21 @@ mod tests {
     #[test]
     fn reinstalls_are_counted_once() {
         let d = tempfile::tempdir().unwrap();
-        assert!(
-            !reinstall_due(d.path(), 0),
-            "a new instance has nothing to rebuild"
-        );
-        assert!(reinstall_due(d.path(), 1));
+        let due = |n| reinstall_due(d.path(), n).unwrap();
+        assert!(!due(0), "a new instance has nothing to rebuild");
+        assert!(due(1));
         reinstall_done(d.path(), 1).unwrap();
-        assert!(!reinstall_due(d.path(), 1), "done once");
-        assert!(reinstall_due(d.path(), 2));
+        assert!(!due(1), "done once");
+        assert!(due(2));
         std::fs::write(d.path().join("system.seq"), "garbage").unwrap();
         assert!(
-            reinstall_due(d.path(), 2),
-            "an unreadable record rebuilds (the disk is fresh anyway)"
+            reinstall_due(d.path(), 2).is_err(),
+            "a damaged record never wipes a disk"
         );
+        // Boots.
+        assert_eq!(booted_seq(d.path()), None);
+        record_boot(d.path(), 3);
+        assert_eq!(booted_seq(d.path()), Some(3));
     }
 
     #[test]

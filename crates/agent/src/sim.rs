@@ -159,6 +159,9 @@ impl Inventory for SimHost {
 #[derive(Debug, Clone)]
 struct SimVm {
     power: Power,
+    /// Boots so far, and the reboot count of the last one.
+    boots: u64,
+    booted_seq: i64,
 }
 
 /// Simulated instances: state in memory, time spent sleeping.
@@ -186,6 +189,15 @@ impl SimRuntime {
         }
         let jitter = rand::thread_rng().gen_range(0.8..1.2);
         tokio::time::sleep(d.mul_f64(jitter)).await;
+    }
+
+    /// How many times an instance booted (tests).
+    pub fn boots(&self, id: &str) -> u64 {
+        self.vms
+            .lock()
+            .expect("sim runtime lock")
+            .get(id)
+            .map_or(0, |v| v.boots)
     }
 
     fn set(&self, id: &str, power: Power) -> Result<(), RuntimeError> {
@@ -242,6 +254,8 @@ impl Runtime for SimRuntime {
             .entry(spec.instance_id.clone())
             .or_insert(SimVm {
                 power: Power::Stopped,
+                boots: 0,
+                booted_seq: 0,
             });
         Ok(())
     }
@@ -252,7 +266,25 @@ impl Runtime for SimRuntime {
 
     async fn start(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
         Self::pause(self.boot).await;
-        self.set(&spec.instance_id, Power::Running)
+        self.set(&spec.instance_id, Power::Running)?;
+        if let Some(vm) = self
+            .vms
+            .lock()
+            .expect("sim runtime lock")
+            .get_mut(&spec.instance_id)
+        {
+            vm.boots += 1;
+            vm.booted_seq = spec.reboot_seq;
+        }
+        Ok(())
+    }
+
+    fn booted_seq(&self, id: &str) -> Option<i64> {
+        self.vms
+            .lock()
+            .expect("sim runtime lock")
+            .get(id)
+            .map(|v| v.booted_seq)
     }
 
     async fn stop(&self, id: &str, how: StopType) -> Result<(), RuntimeError> {

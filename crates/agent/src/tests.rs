@@ -335,6 +335,35 @@ async fn a_restarted_agent_adopts_and_never_kills_unannounced_instances_early() 
     task.await.unwrap();
 }
 
+#[tokio::test]
+async fn a_reboot_asked_while_the_agent_was_down_still_happens() {
+    let cp = Arc::new(FakeControlPlane::default());
+    let rt = Arc::new(SimRuntime::new(Duration::ZERO, Duration::ZERO));
+    let (stop, task) = start_agent(cp.clone(), rt.clone());
+    cp.set(1, vec![spec("ins-a", 1, DesiredPower::Running, 0)]);
+    cp.wait_for("ins-a", |s| s.power == ObservedPower::Running)
+        .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(rt.boots("ins-a"), 1);
+
+    // While no agent runs, the control plane asks for a reboot (a
+    // ResetInstance, a ForceStop key change …); a new agent does it.
+    let (stop, task) = start_agent(cp.clone(), rt.clone());
+    cp.set(2, vec![spec("ins-a", 2, DesiredPower::Running, 1)]);
+    cp.wait_for("ins-a", |s| {
+        s.power == ObservedPower::Running && s.spec_generation == 2 && s.reboot_seq == 1
+    })
+    .await;
+    assert_eq!(rt.boots("ins-a"), 2, "rebooted once");
+    // And only once: the same spec again changes nothing.
+    cp.set(3, vec![spec("ins-a", 3, DesiredPower::Running, 1)]);
+    cp.wait_for("ins-a", |s| s.spec_generation == 3).await;
+    assert_eq!(rt.boots("ins-a"), 2);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
 /// An inventory a test can change.
 struct Changing(Mutex<HostInventory>);
 

@@ -104,6 +104,13 @@ async fn library_room(
     scope: &TenantScope,
     max: i64,
 ) -> std::result::Result<(), TxError> {
+    // Serialises library writers of one tenant on PostgreSQL (a row lock
+    // held to commit), so that two requests cannot both take the last
+    // place; SQLite's write transactions are serial already.
+    sqlx::query("UPDATE tenants SET app_id = app_id WHERE app_id = $1")
+        .bind(scope.app_id())
+        .execute(&mut **tx)
+        .await?;
     let n: i64 = col(
         &sqlx::query(
             "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM commands WHERE app_id = $1 AND saved = 1",
@@ -497,12 +504,12 @@ impl Store {
         if let Some(n) = &ch.name {
             name_free(&mut tx, scope, n, Some(id)).await?;
         }
-        sqlx::query(
+        let n = sqlx::query(
             "UPDATE commands SET name = COALESCE($1, name), description = COALESCE($2, description),
                content = COALESCE($3, content), command_type = COALESCE($4, command_type),
                working_directory = COALESCE($5, working_directory), timeout_s = COALESCE($6, timeout_s),
                username = COALESCE($7, username), updated_at = $8
-             WHERE command_id = $9 AND app_id = $10",
+             WHERE command_id = $9 AND app_id = $10 AND saved = 1",
         )
         .bind(&ch.name)
         .bind(&ch.description)
@@ -516,7 +523,12 @@ impl Store {
         .bind(scope.app_id())
         .execute(&mut *tx)
         .await
-        .map_err(|e| named(e, ch.name.as_deref().unwrap_or_default()))?;
+        .map_err(|e| named(e, ch.name.as_deref().unwrap_or_default()))?
+        .rows_affected();
+        if n != 1 {
+            // Deleted since it was read.
+            return Err(CloudError::TatCommandNotFound(id.to_string()).into());
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -1660,7 +1660,8 @@ async fn set_keys(
     if !missing.is_empty() {
         return Err(CloudError::KeyPairNotFound(missing));
     }
-    inst::load(app, &ctx.scope, &iids).await?;
+    let rows = inst::load(app, &ctx.scope, &iids).await?;
+    login_changes_reach(app, ctx, &rows, "key pairs").await?;
     let rows = app
         .store
         .instances_set_keys(
@@ -1675,6 +1676,32 @@ async fn set_keys(
         .map_err(tx_error)?;
     inst::poke(app, &rows);
     Ok(Empty {})
+}
+
+/// Refuses login changes after launch (`what`: key pairs, passwords) for VM
+/// instances whose image runs no guest agent: cloud-init applies them once
+/// per instance, and without a guest agent nothing else can, so the change
+/// would be reported done yet never reach the guest.
+async fn login_changes_reach(
+    app: &App,
+    ctx: &Ctx,
+    rows: &[gpucloud_store::instances::InstanceRow],
+    what: &str,
+) -> R<()> {
+    for r in rows.iter().filter(|r| r.runtime == "qemu") {
+        let image = app
+            .store
+            .image_visible(&ctx.scope, &r.image_id)
+            .await
+            .map_err(internal)?;
+        if image.is_some_and(|i| !i.guest_agent) {
+            return Err(CloudError::Unsupported(format!(
+                "changing {what} of {} after launch: its image {} runs no guest agent to apply them; reinstall it with new LoginSettings (ResetInstance) instead",
+                r.instance_id, r.image_id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `ResetInstance`: reinstalls the system disk from the instance's image or
@@ -1715,6 +1742,12 @@ pub async fn reset_instance(app: &App, ctx: &Ctx, req: ResetInstanceRequest) -> 
         .as_ref()
         .is_some_and(|l| l.password.is_some() || l.key_ids.as_ref().is_some_and(|k| !k.is_empty()));
     let login = login_of(app, ctx, &req.login_settings).await?;
+    if row.runtime == "container" && login.password.is_some() {
+        return Err(CloudError::Unsupported(format!(
+            "passwords on container instances ({} has no login; run commands in it with TAT RunCommand)",
+            row.instance_id
+        )));
+    }
     let row = app
         .store
         .instance_reinstall(
@@ -1759,6 +1792,7 @@ pub async fn reset_instances_password(
         }
     }
     let rows = inst::load(app, &ctx.scope, &iids).await?;
+    login_changes_reach(app, ctx, &rows, "passwords").await?;
     if let Some(c) = rows.iter().find(|r| r.runtime == "container") {
         return Err(CloudError::Unsupported(format!(
             "passwords on container instances ({} has no login; run commands in it with TAT RunCommand)",
