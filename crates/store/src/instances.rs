@@ -415,6 +415,33 @@ async fn claim_on_host(
     Ok(())
 }
 
+/// Holds a tenant's key pair for the rest of the transaction (a row lock on
+/// PostgreSQL; SQLite's writers are serial), so that a `DeleteKeyPairs`
+/// racing an association waits and then sees it in use; a key deleted first
+/// is refused here (`login`: named as `LoginSettings.KeyIds`).
+pub(crate) async fn lock_key_pair(
+    tx: &mut Transaction<'static, Any>,
+    scope: &TenantScope,
+    key_id: &str,
+    login: bool,
+) -> std::result::Result<(), TxError> {
+    let n = sqlx::query("UPDATE key_pairs SET key_id = key_id WHERE app_id = $1 AND key_id = $2")
+        .bind(scope.app_id())
+        .bind(key_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if n != 1 {
+        return Err(if login {
+            CloudError::LoginKeyPairNotFound(key_id.to_string())
+        } else {
+            CloudError::KeyPairNotFound(vec![key_id.to_string()])
+        }
+        .into());
+    }
+    Ok(())
+}
+
 async fn bump_host(tx: &mut Transaction<'static, Any>, host_id: &str) -> Result<()> {
     sqlx::query("UPDATE hosts SET generation = generation + 1 WHERE host_id = $1")
         .bind(host_id)
@@ -708,6 +735,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             for k in &inst.key_ids {
+                lock_key_pair(&mut tx, scope, k, true).await?;
                 sqlx::query(
                     "INSERT INTO instance_key_pairs (instance_id, key_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 )
@@ -1279,6 +1307,9 @@ impl Store {
             match change {
                 LoginChange::Keys { keys, associate } => {
                     for k in *keys {
+                        if *associate {
+                            lock_key_pair(&mut tx, scope, k, false).await?;
+                        }
                         let sql = if *associate {
                             "INSERT INTO instance_key_pairs (instance_id, key_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
                         } else {
@@ -1434,6 +1465,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             for k in keys {
+                lock_key_pair(&mut tx, scope, k, true).await?;
                 sqlx::query("INSERT INTO instance_key_pairs (instance_id, key_id) VALUES ($1, $2)")
                     .bind(id)
                     .bind(k)

@@ -182,6 +182,25 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            // Checked again under the row lock: an association that
+            // committed since the check above makes the key in use.
+            let users: Vec<String> = sqlx::query(
+                "SELECT ik.instance_id FROM instance_key_pairs ik JOIN instances i ON i.instance_id = ik.instance_id
+                 WHERE ik.key_id = $1 AND i.state <> 'TERMINATED' ORDER BY ik.instance_id",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| crate::db::col(r, "instance_id"))
+            .collect::<crate::Result<_>>()?;
+            if !users.is_empty() {
+                return Err(CloudError::KeyPairInUse {
+                    key: id.clone(),
+                    instances: users,
+                }
+                .into());
+            }
         }
         tx.commit().await?;
         Ok(())

@@ -964,6 +964,18 @@ both!(key_pairs_rules, |db| {
             ..
         }))
     ));
+    // A key pair deleted after the API looked: refused inside the
+    // transaction, and the instance is not restarted.
+    assert!(matches!(
+        db.store
+            .instances_set_keys(&s, &ids, &["skey-gone0001".into()], true, true, "req-x")
+            .await,
+        Err(TxError::Cloud(CloudError::KeyPairNotFound(_)))
+    ));
+    assert_eq!(
+        state_of(&db.store, &s, "ins-keys0001").await,
+        Some(InstanceState::Running)
+    );
     let (_, desired) = db.store.host_desired("host-a").await.unwrap();
     assert_eq!(desired[0].public_keys.len(), 1);
     // With ForceStop: the keys change and the restart begins, together.
