@@ -394,17 +394,29 @@ pub async fn join(
         .and_then(|r| r.pem())
         .map_err(|e| JoinError::Invalid(format!("building the certificate request: {e}")))?;
     let client = http(client_config(&ca_pem, None)?)?;
-    let resp = client
-        .post(format!("{base}{}", paths::JOIN))
-        .json(&JoinRequest {
-            token: token.trim().to_string(),
-            host_id: host_id.to_string(),
-            csr_pem: csr,
-        })
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(unreachable)?;
+    let request = JoinRequest {
+        token: token.trim().to_string(),
+        host_id: host_id.to_string(),
+        csr_pem: csr,
+    };
+    // A server that cannot reach its database answers 503 and has used
+    // nothing (the join is one transaction): try again a few times.
+    let mut attempt = 0u32;
+    let resp = loop {
+        let resp = client
+            .post(format!("{base}{}", paths::JOIN))
+            .json(&request)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if resp.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE || attempt >= 5 {
+            break resp;
+        }
+        attempt += 1;
+        tracing::warn!(attempt, "the server could not complete the join; retrying");
+        tokio::time::sleep(Duration::from_millis(500) * 2u32.pow(attempt - 1)).await;
+    };
     let status = resp.status();
     if !status.is_success() {
         let body = resp.text().await.unwrap_or_default();

@@ -259,6 +259,13 @@ struct Server {
 }
 
 impl Server {
+    /// The end of the server's log, for failure messages.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
     fn start(net: Net, images: PathBuf) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Server {
@@ -675,7 +682,7 @@ fn agents_join_over_mutual_tls_and_strangers_are_refused() {
         assert_eq!(mode & 0o777, 0o600);
         (true, String::new())
     };
-    assert!(ok, "{log}");
+    assert!(ok, "{log}\nserver log:\n{}", server.log_tail());
     // The token was for one host.
     let (ok, log) = AgentHost::new().try_join(&server, &token, &hash);
     assert!(!ok && log.contains("token_used"), "{log}");

@@ -128,7 +128,19 @@ async fn join(State(s): State<AgentState>, Json(req): Json<JoinRequest>) -> Resp
             "host IDs look like host-xxxxxxxx",
         );
     }
-    match s.app.store.join_token_use(&req.token).await {
+    // Signed first (no state), then token and certificate in one
+    // transaction: a refusal or failure leaves nothing behind.
+    let (cert_pem, fp) = match s.pki.sign_agent(&req.csr_pem, &req.host_id) {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "bad_csr",
+                format!("the certificate request cannot be signed: {e}"),
+            )
+        }
+    };
+    match s.app.store.join_host(&req.token, &fp, &req.host_id).await {
         Ok(Ok(())) => {}
         Ok(Err(r)) => {
             let (code, msg) = match r {
@@ -140,31 +152,13 @@ async fn join(State(s): State<AgentState>, Json(req): Json<JoinRequest>) -> Resp
             return fail(StatusCode::UNAUTHORIZED, code, msg);
         }
         Err(e) => {
-            tracing::error!(error = ?e, "join token check failed");
+            tracing::error!(error = ?e, "joining a host failed in the database");
             return fail(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "database failure; retry",
             );
         }
-    }
-    let (cert_pem, fp) = match s.pki.sign_agent(&req.csr_pem, &req.host_id) {
-        Ok(c) => c,
-        Err(e) => {
-            return fail(
-                StatusCode::BAD_REQUEST,
-                "bad_csr",
-                format!("the certificate request cannot be signed: {e}"),
-            )
-        }
-    };
-    if let Err(e) = s.app.store.agent_cert_add(&fp, &req.host_id).await {
-        tracing::error!(error = ?e, "recording the agent certificate failed");
-        return fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "database failure; retry",
-        );
     }
     tracing::info!(host = %req.host_id, "host agent joined");
     Json(JoinResponse {

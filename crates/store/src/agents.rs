@@ -78,6 +78,26 @@ impl Store {
         &self,
         token: &str,
     ) -> Result<std::result::Result<(), TokenRefusal>> {
+        self.join(token, None).await
+    }
+
+    /// A host joins: its token is checked and used once and, with it, the
+    /// certificate signed for the host is recorded — one transaction, so a
+    /// failure leaves the token unused and the agent may simply retry.
+    pub async fn join_host(
+        &self,
+        token: &str,
+        fingerprint: &str,
+        host_id: &str,
+    ) -> Result<std::result::Result<(), TokenRefusal>> {
+        self.join(token, Some((fingerprint, host_id))).await
+    }
+
+    async fn join(
+        &self,
+        token: &str,
+        cert: Option<(&str, &str)>,
+    ) -> Result<std::result::Result<(), TokenRefusal>> {
         let mut parts = token.trim().split('.');
         let (Some("gcj"), Some(id), Some(secret), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -116,6 +136,14 @@ impl Store {
             .rows_affected();
         if n != 1 {
             return Ok(Err(TokenRefusal::UsedUp));
+        }
+        if let Some((fingerprint, host_id)) = cert {
+            sqlx::query("INSERT INTO agent_certs (fingerprint, host_id, created_at) VALUES ($1, $2, $3) ON CONFLICT (fingerprint) DO NOTHING")
+                .bind(fingerprint)
+                .bind(host_id)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(Ok(()))

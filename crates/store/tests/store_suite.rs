@@ -1232,8 +1232,27 @@ both!(join_tokens_and_agent_certificates, |db| {
         db.store.join_token_use(&expired).await.unwrap(),
         Err(TokenRefusal::Expired)
     );
+    // Joining records the certificate with the token's use, or neither.
+    let j = db.store.join_token_create("join", 60_000, 1).await.unwrap();
+    assert_eq!(
+        db.store.join_host(&j, "sha256:jj", "host-j").await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        db.store
+            .agent_cert_host("sha256:jj")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("host-j")
+    );
+    assert_eq!(
+        db.store.join_host(&j, "sha256:kk", "host-k").await.unwrap(),
+        Err(TokenRefusal::UsedUp)
+    );
+    assert_eq!(db.store.agent_cert_host("sha256:kk").await.unwrap(), None);
     let listed = db.store.join_tokens().await.unwrap();
-    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.len(), 3);
     assert!(listed
         .iter()
         .all(|l| !t.contains(&l.description) || l.uses_left == 0));
