@@ -415,6 +415,43 @@ async fn claim_on_host(
     Ok(())
 }
 
+/// One of the tenant's instances, read inside a write transaction.
+async fn instance_in_tx(
+    tx: &mut Transaction<'static, Any>,
+    scope: &TenantScope,
+    id: &str,
+) -> std::result::Result<InstanceRow, TxError> {
+    let row = sqlx::query(&format!(
+        "SELECT {INSTANCE_COLS} FROM instances WHERE app_id = $1 AND instance_id = $2 AND state <> 'TERMINATED'"
+    ))
+    .bind(scope.app_id())
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| CloudError::InstanceNotFound(vec![id.to_string()]))?;
+    Ok(instance_from_row(&row)?)
+}
+
+/// Why an instance in `state` refuses `op`: busy with another operation, or
+/// in a state the operation does not start from.
+fn refusal(inst: &InstanceRow, op: Operation, state: InstanceState) -> CloudError {
+    if state.is_transitional() {
+        CloudError::OperationInProgress {
+            id: inst.instance_id.clone(),
+            operation: inst
+                .latest_operation
+                .clone()
+                .unwrap_or_else(|| state.as_str().to_string()),
+        }
+    } else {
+        CloudError::InstanceState {
+            id: inst.instance_id.clone(),
+            state,
+            action: op.action().to_string(),
+        }
+    }
+}
+
 /// Holds a tenant's key pair for the rest of the transaction (a row lock on
 /// PostgreSQL; SQLite's writers are serial), so that a `DeleteKeyPairs`
 /// racing an association waits and then sees it in use; a key deleted first
@@ -953,15 +990,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let mut rows = Vec::with_capacity(ids.len());
         for id in ids {
-            let row = sqlx::query(&format!(
-                "SELECT {INSTANCE_COLS} FROM instances WHERE app_id = $1 AND instance_id = $2 AND state <> 'TERMINATED'"
-            ))
-            .bind(scope.app_id())
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| CloudError::InstanceNotFound(vec![id.clone()]))?;
-            rows.push(instance_from_row(&row)?);
+            rows.push(instance_in_tx(&mut tx, scope, id).await?);
         }
         if op == Operation::Terminate
             && rows
@@ -975,23 +1004,8 @@ impl Store {
                 return Err(CloudError::InstancesProtected(inst.instance_id.clone()).into());
             }
             let prepaid = inst.charge_type == "PREPAID";
-            let to = lifecycle::begin_charged(inst.state, op, prepaid).map_err(|state| {
-                if state.is_transitional() {
-                    CloudError::OperationInProgress {
-                        id: inst.instance_id.clone(),
-                        operation: inst
-                            .latest_operation
-                            .clone()
-                            .unwrap_or_else(|| state.as_str().to_string()),
-                    }
-                } else {
-                    CloudError::InstanceState {
-                        id: inst.instance_id.clone(),
-                        state,
-                        action: op.action().to_string(),
-                    }
-                }
-            })?;
+            let to = lifecycle::begin_charged(inst.state, op, prepaid)
+                .map_err(|state| refusal(inst, op, state))?;
             // Starting an instance whose resources were released re-claims them.
             let mut held = inst.resources_held;
             if op == Operation::Start && !inst.resources_held {
@@ -1036,29 +1050,9 @@ impl Store {
     ) -> std::result::Result<InstanceRow, TxError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {INSTANCE_COLS} FROM instances WHERE app_id = $1 AND instance_id = $2 AND state <> 'TERMINATED'"
-        ))
-        .bind(scope.app_id())
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| CloudError::InstanceNotFound(vec![id.to_string()]))?;
-        let inst = instance_from_row(&row)?;
-        let to = lifecycle::begin(inst.state, Operation::ResetType).map_err(|state| {
-            if state.is_transitional() {
-                CloudError::OperationInProgress {
-                    id: id.to_string(),
-                    operation: inst.latest_operation.clone().unwrap_or_default(),
-                }
-            } else {
-                CloudError::InstanceState {
-                    id: id.to_string(),
-                    state,
-                    action: Operation::ResetType.action().to_string(),
-                }
-            }
-        })?;
+        let inst = instance_in_tx(&mut tx, scope, id).await?;
+        let to = lifecycle::begin(inst.state, Operation::ResetType)
+            .map_err(|state| refusal(&inst, Operation::ResetType, state))?;
         if inst.prev_host_id.is_some() {
             return Err(CloudError::OperationInProgress {
                 id: id.to_string(),
@@ -1269,36 +1263,11 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let mut rows = Vec::with_capacity(ids.len());
         for id in ids {
-            let row = sqlx::query(&format!(
-                "SELECT {INSTANCE_COLS} FROM instances WHERE app_id = $1 AND instance_id = $2 AND state <> 'TERMINATED'"
-            ))
-            .bind(scope.app_id())
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| CloudError::InstanceNotFound(vec![id.clone()]))?;
-            let inst = instance_from_row(&row)?;
+            let inst = instance_in_tx(&mut tx, scope, id).await?;
             match inst.state {
                 InstanceState::Stopped => {}
                 InstanceState::Running if force => {}
-                state if state.is_transitional() => {
-                    return Err(CloudError::OperationInProgress {
-                        id: inst.instance_id.clone(),
-                        operation: inst
-                            .latest_operation
-                            .clone()
-                            .unwrap_or_else(|| state.as_str().to_string()),
-                    }
-                    .into())
-                }
-                state => {
-                    return Err(CloudError::InstanceState {
-                        id: inst.instance_id.clone(),
-                        state,
-                        action: op.action().to_string(),
-                    }
-                    .into())
-                }
+                state => return Err(refusal(&inst, op, state).into()),
             }
             rows.push(inst);
         }
@@ -1387,33 +1356,9 @@ impl Store {
     ) -> std::result::Result<InstanceRow, TxError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {INSTANCE_COLS} FROM instances WHERE app_id = $1 AND instance_id = $2 AND state <> 'TERMINATED'"
-        ))
-        .bind(scope.app_id())
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| CloudError::InstanceNotFound(vec![id.to_string()]))?;
-        let inst = instance_from_row(&row)?;
+        let inst = instance_in_tx(&mut tx, scope, id).await?;
         let op = Operation::Reinstall;
-        let to = lifecycle::begin(inst.state, op).map_err(|state| {
-            if state.is_transitional() {
-                CloudError::OperationInProgress {
-                    id: inst.instance_id.clone(),
-                    operation: inst
-                        .latest_operation
-                        .clone()
-                        .unwrap_or_else(|| state.as_str().to_string()),
-                }
-            } else {
-                CloudError::InstanceState {
-                    id: inst.instance_id.clone(),
-                    state,
-                    action: op.action().to_string(),
-                }
-            }
-        })?;
+        let to = lifecycle::begin(inst.state, op).map_err(|state| refusal(&inst, op, state))?;
         if !inst.resources_held {
             return Err(CloudError::StopChargingNotSupported(inst.instance_id.clone()).into());
         }

@@ -1678,6 +1678,17 @@ async fn set_keys(
     Ok(Empty {})
 }
 
+/// Container instances have no password login.
+fn no_container_password(rows: &[gpucloud_store::instances::InstanceRow]) -> R<()> {
+    match rows.iter().find(|r| r.runtime == "container") {
+        Some(c) => Err(CloudError::Unsupported(format!(
+            "passwords on container instances ({} has no login; run commands in it with TAT RunCommand)",
+            c.instance_id
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Refuses login changes after launch (`what`: key pairs, passwords) for VM
 /// instances whose image runs no guest agent: cloud-init applies them once
 /// per instance, and without a guest agent nothing else can, so the change
@@ -1742,11 +1753,8 @@ pub async fn reset_instance(app: &App, ctx: &Ctx, req: ResetInstanceRequest) -> 
         .as_ref()
         .is_some_and(|l| l.password.is_some() || l.key_ids.as_ref().is_some_and(|k| !k.is_empty()));
     let login = login_of(app, ctx, &req.login_settings).await?;
-    if row.runtime == "container" && login.password.is_some() {
-        return Err(CloudError::Unsupported(format!(
-            "passwords on container instances ({} has no login; run commands in it with TAT RunCommand)",
-            row.instance_id
-        )));
+    if login.password.is_some() {
+        no_container_password(std::slice::from_ref(&row))?;
     }
     let row = app
         .store
@@ -1793,12 +1801,7 @@ pub async fn reset_instances_password(
     }
     let rows = inst::load(app, &ctx.scope, &iids).await?;
     login_changes_reach(app, ctx, &rows, "passwords").await?;
-    if let Some(c) = rows.iter().find(|r| r.runtime == "container") {
-        return Err(CloudError::Unsupported(format!(
-            "passwords on container instances ({} has no login; run commands in it with TAT RunCommand)",
-            c.instance_id
-        )));
-    }
+    no_container_password(&rows)?;
     let rows = app
         .store
         .instances_change_login(
