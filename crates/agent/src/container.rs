@@ -245,7 +245,7 @@ pub fn oci_spec(
         for f in gpus.driver_files() {
             mounts.push(
                 MountBuilder::default()
-                    .destination(f.clone())
+                    .destination(crate::gpu::container_destination(&f, rootfs))
                     .typ("bind")
                     .source(f.clone())
                     .options(vec![
@@ -986,8 +986,8 @@ mod tests {
     fn gpu_instances_get_exactly_their_devices_and_the_driver() {
         let gpus = FakeGpuDevices {
             files: vec![
-                "/usr/lib/x86_64-linux-gnu/libcuda.so.1".into(),
-                "/usr/bin/nvidia-smi".into(),
+                "/usr/local/nvidia/lib64/libcuda.so.1".into(),
+                "/usr/local/nvidia/bin/nvidia-smi".into(),
             ],
         };
         let s = oci_spec(&spec(2, 48), Path::new("/r"), &gpus, 8).unwrap();
@@ -1028,6 +1028,19 @@ mod tests {
             .find(|m| m.destination() == Path::new("/usr/bin/nvidia-smi"))
             .unwrap();
         assert!(smi.options().clone().unwrap().contains(&"ro".to_string()));
+        assert_eq!(
+            smi.source().as_deref(),
+            Some(Path::new("/usr/local/nvidia/bin/nvidia-smi"))
+        );
+        // Libraries land where the image's loader looks, wherever the host keeps them.
+        let cuda = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/usr/lib/x86_64-linux-gnu/libcuda.so.1"))
+            .unwrap();
+        assert_eq!(
+            cuda.source().as_deref(),
+            Some(Path::new("/usr/local/nvidia/lib64/libcuda.so.1"))
+        );
         // vCPUs are capped to the host, quota follows the type.
         let cpu = s
             .linux()

@@ -78,6 +78,33 @@ const LIBS: &[&str] = &[
 ];
 const TOOLS: &[&str] = &["nvidia-smi", "nvidia-debugdump", "nvidia-persistenced"];
 
+/// Where a driver file of the host goes inside a container whose root
+/// filesystem is `rootfs`: libraries into the image's own library directory
+/// and tools into `/usr/bin`, whatever directory the host's driver installs
+/// to (`/usr/local/nvidia/lib64` on some hosts), so the image's dynamic
+/// loader and `PATH` find them with no `LD_LIBRARY_PATH` — what NVIDIA's
+/// container toolkit does. The library directory is the multiarch one
+/// (Debian, Ubuntu, and images with no libraries yet) unless the image has
+/// only `/usr/lib64` (Red Hat family).
+pub fn container_destination(host_file: &Path, rootfs: &Path) -> PathBuf {
+    let Some(name) = host_file.file_name().and_then(|n| n.to_str()) else {
+        return host_file.to_path_buf();
+    };
+    if TOOLS.contains(&name) {
+        return Path::new("/usr/bin").join(name);
+    }
+    if LIBS.iter().any(|l| name.starts_with(l)) {
+        let multiarch = "usr/lib/x86_64-linux-gnu";
+        let dir = if !rootfs.join(multiarch).is_dir() && rootfs.join("usr/lib64").is_dir() {
+            "/usr/lib64"
+        } else {
+            "/usr/lib/x86_64-linux-gnu"
+        };
+        return Path::new(dir).join(name);
+    }
+    host_file.to_path_buf()
+}
+
 /// Major and minor of a character device file.
 pub fn char_device(path: &Path) -> Option<(i64, i64)> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -282,5 +309,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.minor_of("0000:9A:00.0"), Some(5));
+    }
+
+    #[test]
+    fn driver_files_go_where_the_image_looks() {
+        let debian = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(debian.path().join("usr/lib/x86_64-linux-gnu")).unwrap();
+        std::fs::create_dir_all(debian.path().join("usr/lib64")).unwrap();
+        let redhat = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(redhat.path().join("usr/lib64")).unwrap();
+        let bare = tempfile::tempdir().unwrap();
+        let lib = Path::new("/usr/local/nvidia/lib64/libnvidia-ml.so.1");
+        let dest = |root: &Path| container_destination(lib, root);
+        assert_eq!(
+            dest(debian.path()),
+            Path::new("/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")
+        );
+        assert_eq!(
+            dest(redhat.path()),
+            Path::new("/usr/lib64/libnvidia-ml.so.1")
+        );
+        assert_eq!(
+            dest(bare.path()),
+            Path::new("/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")
+        );
+        assert_eq!(
+            container_destination(Path::new("/opt/nv/bin/nvidia-smi"), bare.path()),
+            Path::new("/usr/bin/nvidia-smi")
+        );
+        assert_eq!(
+            container_destination(Path::new("/etc/other.conf"), bare.path()),
+            Path::new("/etc/other.conf")
+        );
     }
 }
