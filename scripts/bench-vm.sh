@@ -26,17 +26,23 @@ cp -r "$images/vm" "$data/images/vm"
 rm -rf "$data/images/vm/.debs"
 "$bin" up --data-dir "$data" --listen 127.0.0.1:0 >"$work/up.log" 2>&1 &
 up_pid=$!
-trap 'kill $up_pid 2>/dev/null; wait $up_pid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'rc=$?; kill $up_pid 2>/dev/null; wait $up_pid 2>/dev/null || true
+      [ $rc = 0 ] || { echo "--- the end of gpucloud up'"'"'s log:" >&2; tail -40 "$work/up.log" >&2; }
+      rm -rf "$work"' EXIT
 for _ in $(seq 1 300); do
   [ -f "$data/credentials.json" ] && ! grep -q '"Endpoint": "http://127.0.0.1:0"' "$data/credentials.json" && break
   sleep 0.1
 done
 call() { "$bin" call --data-dir "$data" "$@"; }
 py() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+sale=""
 for _ in $(seq 1 300); do
-  [ "$(call cvm DescribeZoneInstanceConfigInfos "{\"Filters\":[{\"Name\":\"instance-type\",\"Values\":[\"$itype\"]}]}" | py 'd["InstanceTypeQuotaSet"][0]["Status"]' 2>/dev/null)" = SELL ] && break
+  sale="$(call cvm DescribeZoneInstanceConfigInfos "{\"Filters\":[{\"Name\":\"instance-type\",\"Values\":[\"$itype\"]}]}" | py 'd["InstanceTypeQuotaSet"][0]["Status"]' 2>/dev/null || true)"
+  [ "$sale" = SELL ] && break
   sleep 0.2
 done
+[ "$sale" = SELL ] || { echo "$itype is not on sale on this host after a minute (${sale:-no answer}); gpucloud admin hosts:" >&2
+  "$bin" admin hosts --data-dir "$data" >&2 || true; exit 1; }
 call cvm CreateKeyPair '{"KeyName":"bench","ProjectId":0}' >"$work/key.json"
 kid="$(py 'd["KeyPair"]["KeyId"]' <"$work/key.json")"
 py 'd["KeyPair"]["PrivateKey"]' <"$work/key.json" >"$work/key"

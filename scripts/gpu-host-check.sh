@@ -25,14 +25,79 @@
 #         6. terminates both and stops.
 #       Results go to stdout and BUNDLE/result.json; exit status 0 only if
 #       every check passed.
+#
+#   scripts/gpu-host-check.sh prepare --with-vm [BUNDLE]
+#       also packs BUNDLE/vm.tar.gz: QEMU, qemu-img, genisoimage, ip, ssh and
+#       nsenter from this machine's Debian packages, each with the C libraries
+#       and dynamic loader it was built against (so they run on a host whose
+#       libraries differ), QEMU's firmware, and the built-in VM image.
+#
+#   BUNDLE/gpu-host-check.sh vm-bench [BUNDLE] [RUNS]   # on the host, as root
+#       unpacks vm.tar.gz, shows `gpucloud doctor` (which now verifies KVM by
+#       booting a probe guest) and runs scripts/bench-vm.sh: request → RUNNING
+#       and request → SSH-ready of the built-in VM image, under KVM where the
+#       host's KVM works. Results go to stdout and BUNDLE/vm-bench.json.
 set -euo pipefail
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# carry_bin SRC NAME DIR [ARGS [ENV]] — DIR/bin/NAME runs SRC (with ARGS
+# first, and ENV set) through the dynamic loader and C libraries it was built
+# against, copied to DIR/lib, whatever the host has.
+carry_bin() {
+  local src="$1" name="$2" dir="$3" extra="${4:-}" env="${5:-}"
+  mkdir -p "$dir/bin" "$dir/libexec" "$dir/lib"
+  cp -L "$src" "$dir/libexec/$name"
+  ldd "$src" | awk '/=> \// {print $3} /^\t\/.*ld-linux/ {print $1}' | while read -r lib; do
+    cp -L "$lib" "$dir/lib/"
+  done
+  cat > "$dir/bin/$name" <<W
+#!/bin/sh
+# $name from $(dpkg -S "$(readlink -f "$src")" 2>/dev/null | cut -d: -f1 | head -1), with its own C libraries.
+here="\$(cd "\$(dirname "\$0")/.." && pwd)"
+$env exec "\$here/lib/ld-linux-x86-64.so.2" --library-path "\$here/lib" "\$here/libexec/$name" $extra "\$@"
+W
+  chmod +x "$dir/bin/$name"
+}
+
+prepare_vm() {
+  local root="$1" out="$2" tmp
+  tmp="$(mktemp -d)"
+  say "packing QEMU and the tools VMs need, with their C libraries"
+  apt_install qemu-system-x86 genisoimage iproute2 openssh-client util-linux
+  apt_install qemu-utils
+  local v="$tmp/vm"
+  mkdir -p "$v/share/qemu"
+  # Debian's QEMU loads TCG as a module: carry the accelerator modules.
+  mkdir -p "$v/lib/qemu"
+  cp /usr/lib/x86_64-linux-gnu/qemu/accel-*.so "$v/lib/qemu/"
+  carry_bin "$(command -v qemu-system-x86_64)" qemu-system-x86_64 "$v" '-L "$here/share/qemu"' \
+    'QEMU_MODULE_DIR="$here/lib/qemu"'
+  carry_bin "$(command -v qemu-img)" qemu-img "$v"
+  carry_bin "$(command -v genisoimage)" genisoimage "$v"
+  carry_bin "$(command -v ip)" ip "$v"
+  carry_bin "$(command -v ssh)" ssh "$v"
+  carry_bin "$(command -v nsenter)" nsenter "$v"
+  # The x86 firmware QEMU looks for in its data directories, in one place.
+  for f in /usr/share/qemu/{kvmvapic,linuxboot,linuxboot_dma,multiboot,multiboot_dma,pvh,sgabios}.bin \
+           /usr/share/qemu/qboot.rom /usr/share/seabios/* /usr/lib/ipxe/qemu/*; do
+    [ -f "$f" ] && cp -L "$f" "$v/share/qemu/"
+  done
+  say "building the built-in VM image"
+  local images="${GPUCLOUD_TEST_IMAGES:-$root/target/test-images}"
+  [ -f "$images/vm/image.json" ] || bash "$root/images/vm/build.sh" "$images/vm" >&2
+  mkdir -p "$tmp/images/vm"
+  cp "$images"/vm/{image.json,vmlinux,initrd.img,disk.qcow2} "$tmp/images/vm/"
+  tar -C "$tmp" -czf "$out/vm.tar.gz" vm images
+  cp "$root/scripts/bench-vm.sh" "$out/bench-vm.sh"
+  rm -rf "$tmp"
+}
+
 prepare() {
-  local root out tmp
+  local root out tmp with_vm=0
   root="$(cd "$(dirname "$0")/.." && pwd)"
+  [ "${1:-}" = --with-vm ] && { with_vm=1; shift; }
   out="${1:-$root/dist/gpu-check}"
   mkdir -p "$out/lib" "$out/images" "$out/.debs"
   out="$(cd "$out" && pwd)"
@@ -63,6 +128,7 @@ W
   cp "$0" "$out/gpu-host-check.sh"
   chmod +x "$out/gpu-host-check.sh"
   rm -rf "$out/.debs" "$tmp"
+  [ "$with_vm" = 0 ] || prepare_vm "$root" "$out"
   say "bundle ready: $out ($(du -sh "$out" | cut -f1)); on the GPU host run: $out/gpu-host-check.sh run"
 }
 
@@ -275,8 +341,24 @@ sys.exit(0 if ok else 1)
 PY
 }
 
+vm_bench() {
+  local b work
+  b="$(cd "${1:-$(dirname "$0")}" && pwd)"
+  [ "$(id -u)" = 0 ] || die "run as root (VMs need tap devices and network namespaces)"
+  [ -f "$b/vm.tar.gz" ] || die "$b/vm.tar.gz is missing: make the bundle with prepare --with-vm"
+  work="$(mktemp -d /tmp/gpucloud-vm-bench.XXXXXX)"
+  tar -xzf "$b/vm.tar.gz" -C "$work"
+  export PATH="$work/vm/bin:$b:$PATH"
+  say "what gpucloud doctor says about VMs on this host"
+  "$b/gpucloud" doctor || true
+  say "time to ready of the built-in VM image"
+  GPUCLOUD_BIN="$b/gpucloud" GPUCLOUD_TEST_IMAGES="$work/images" bash "$b/bench-vm.sh" "${2:-5}" | tee "$b/vm-bench.json"
+  rm -rf "$work"
+}
+
 case "${1:-}" in
   prepare) shift; prepare "$@" ;;
   run) shift; run "$@" ;;
-  *) sed -n '2,25p' "$0"; exit 2 ;;
+  vm-bench) shift; vm_bench "$@" ;;
+  *) sed -n '2,39p' "$0"; exit 2 ;;
 esac

@@ -363,6 +363,22 @@ pub fn host_shape(model: Option<GpuModel>, gpus: u32) -> (u32, u32) {
     (cpu, mem)
 }
 
+/// vCPUs and memory (MiB) per GPU that the largest-per-GPU type of `model`
+/// fitting on a host of `cpu_total` vCPUs and `mem_total_mib` needs, or
+/// `None` when no type of that model fits (its GPUs cannot be sold there).
+/// What the scheduler keeps free for each free GPU of such a host.
+pub fn gpu_share_on(model: GpuModel, cpu_total: u32, mem_total_mib: u64) -> Option<(u32, u64)> {
+    types_for_gpu(Some(model))
+        .filter(|t| t.gpus > 0 && t.cpu <= cpu_total && t.memory_mib() <= mem_total_mib)
+        .map(|t| {
+            (
+                t.cpu.div_ceil(t.gpus),
+                t.memory_mib().div_ceil(u64::from(t.gpus)),
+            )
+        })
+        .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
+}
+
 /// Where an image can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum ImageRuntime {

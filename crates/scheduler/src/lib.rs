@@ -22,6 +22,10 @@
 //! CPU-only requests go to GPU-less hosts first (best fit on free vCPUs). They
 //! may use a GPU host only where that leaves the vCPUs and memory the host's
 //! free GPUs need (`free_gpus × per-GPU share`), so GPUs are never stranded.
+//! The per-GPU share is the host's proportional share, capped at what the
+//! largest-per-GPU instance type of the model that fits the host needs: a
+//! small host (a 16-vCPU machine with one H100) keeps 8 vCPUs for its GPU,
+//! not all 16.
 //!
 //! Every operation is O(log n) in the number of hosts plus the hosts skipped
 //! by filters; `gpucloud bench scheduler` measures it.
@@ -119,10 +123,21 @@ impl HostCapacity {
             return (0, 0);
         }
         let free = u64::from(self.free_gpus());
-        (
+        let proportional = (
             (u64::from(self.cpu_total) * free / total) as u32,
             self.mem_total_mib * free / total,
-        )
+        );
+        let Some(model) = self.model else {
+            return proportional;
+        };
+        match gpucloud_core::catalog::gpu_share_on(model, self.cpu_total, self.mem_total_mib) {
+            Some((cpu, mem)) => (
+                proportional.0.min((u64::from(cpu) * free) as u32),
+                proportional.1.min(mem * free),
+            ),
+            // No type of this model fits here: nothing to keep.
+            None => (0, 0),
+        }
     }
 }
 
@@ -364,7 +379,9 @@ impl CapacityIndex {
     }
 
     /// How many instances of this shape could be placed right now, counting
-    /// each host independently (an upper bound used for stock levels).
+    /// each host independently (an upper bound used for stock levels). A
+    /// CPU-only shape counts GPU hosts too, with what they keep for their free
+    /// GPUs set aside, as [`CapacityIndex::plan`] places it.
     pub fn placeable(
         &self,
         zone: &str,
@@ -373,24 +390,34 @@ impl CapacityIndex {
         cpu: u32,
         mem_mib: u64,
     ) -> u64 {
-        let Some(pool) = self.pools.get(&PoolKey {
-            zone: zone.to_string(),
-            model,
-        }) else {
-            return 0;
-        };
         let mut n = 0u64;
-        for k in &pool.members {
-            let Some(h) = self.hosts[*k as usize].as_ref() else {
-                continue;
-            };
-            if !h.schedulable || h.runtimes.0 == 0 {
+        for (key, pool) in &self.pools {
+            let ours = key.zone == zone
+                && (key.model == model || (model.is_none() && gpus == 0 && key.model.is_some()));
+            if !ours {
                 continue;
             }
-            let by_gpu = h.free_gpus().checked_div(gpus).map_or(u64::MAX, u64::from);
-            let by_cpu = h.free_cpu().checked_div(cpu).map_or(u64::MAX, u64::from);
-            let by_mem = h.free_mem().checked_div(mem_mib).unwrap_or(u64::MAX);
-            n += by_gpu.min(by_cpu).min(by_mem);
+            for k in &pool.members {
+                let Some(h) = self.hosts[*k as usize].as_ref() else {
+                    continue;
+                };
+                if !h.schedulable || h.runtimes.0 == 0 {
+                    continue;
+                }
+                let (res_cpu, res_mem) = if gpus == 0 { h.gpu_reserve() } else { (0, 0) };
+                let by_gpu = h.free_gpus().checked_div(gpus).map_or(u64::MAX, u64::from);
+                let by_cpu = h
+                    .free_cpu()
+                    .saturating_sub(res_cpu)
+                    .checked_div(cpu)
+                    .map_or(u64::MAX, u64::from);
+                let by_mem = h
+                    .free_mem()
+                    .saturating_sub(res_mem)
+                    .checked_div(mem_mib)
+                    .unwrap_or(u64::MAX);
+                n = n.saturating_add(by_gpu.min(by_cpu).min(by_mem));
+            }
         }
         n
     }

@@ -127,10 +127,47 @@ fn cpu_only_instances_prefer_cpu_hosts_and_never_strand_gpus() {
     };
     // The GPU host's vCPUs all belong to its 8 free GPUs.
     assert!(idx.plan(&r).is_err());
+    assert_eq!(idx.placeable("z1", None, 0, 8, 16 * 1024), 0);
     let mut c = host("c", "z1", None, 0, false);
     c.cpu_total = 96;
     idx.upsert(c);
     assert_eq!(idx.plan(&r).unwrap().host_id, "c");
+}
+
+#[test]
+fn a_small_gpu_host_keeps_only_what_its_gpu_types_need() {
+    // One H100 in a 16-vCPU, 125 GiB machine: the largest 1-GPU H100 type
+    // that fits (GT5.2XLARGE40) needs 8 vCPUs and 40 GiB.
+    let mut idx = CapacityIndex::new();
+    let mut g = host("g", "z1", Some(GpuModel::H100), 1, false);
+    g.cpu_total = 16;
+    g.mem_total_mib = 125 * 1024;
+    idx.upsert(g.clone());
+    let cpu_only = |cpu: u32, gib: u64| PlacementRequest {
+        zone: "z1".into(),
+        model: None,
+        gpus: 0,
+        cpu,
+        mem_mib: gib * 1024,
+        runtime: Runtimes::SIM,
+        spread: None,
+        exclude_hosts: vec![],
+    };
+    // Stock agrees with placement: eight 1-vCPU/2 GiB instances, one 8-vCPU.
+    assert_eq!(idx.placeable("z1", None, 0, 1, 2 * 1024), 8);
+    assert_eq!(idx.placeable("z1", None, 0, 8, 80 * 1024), 1);
+    assert_eq!(idx.placeable("z1", None, 0, 9, 1024), 0);
+    assert_eq!(idx.plan(&cpu_only(8, 80)).unwrap().host_id, "g");
+    assert!(idx.plan(&cpu_only(9, 2)).is_err(), "8 vCPUs stay for the GPU");
+    assert!(idx.plan(&cpu_only(2, 90)).is_err(), "40 GiB stay for the GPU");
+    // With 8 vCPUs and 80 GiB taken, the GPU still sells.
+    g.cpu_used = 8;
+    g.mem_used_mib = 80 * 1024;
+    idx.upsert(g);
+    let mut one = req(1);
+    one.cpu = 8;
+    one.mem_mib = 40 * 1024;
+    assert_eq!(idx.plan(&one).unwrap().host_id, "g");
 }
 
 #[test]
