@@ -158,8 +158,14 @@ fn a_small_gpu_host_keeps_only_what_its_gpu_types_need() {
     assert_eq!(idx.placeable("z1", None, 0, 8, 80 * 1024), 1);
     assert_eq!(idx.placeable("z1", None, 0, 9, 1024), 0);
     assert_eq!(idx.plan(&cpu_only(8, 80)).unwrap().host_id, "g");
-    assert!(idx.plan(&cpu_only(9, 2)).is_err(), "8 vCPUs stay for the GPU");
-    assert!(idx.plan(&cpu_only(2, 90)).is_err(), "40 GiB stay for the GPU");
+    assert!(
+        idx.plan(&cpu_only(9, 2)).is_err(),
+        "8 vCPUs stay for the GPU"
+    );
+    assert!(
+        idx.plan(&cpu_only(2, 90)).is_err(),
+        "40 GiB stay for the GPU"
+    );
     // With 8 vCPUs and 80 GiB taken, the GPU still sells.
     g.cpu_used = 8;
     g.mem_used_mib = 80 * 1024;
