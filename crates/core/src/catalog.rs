@@ -367,15 +367,32 @@ pub fn host_shape(model: Option<GpuModel>, gpus: u32) -> (u32, u32) {
 /// fitting on a host of `cpu_total` vCPUs and `mem_total_mib` needs, or
 /// `None` when no type of that model fits (its GPUs cannot be sold there).
 /// What the scheduler keeps free for each free GPU of such a host.
+///
+/// The scheduler asks this for every GPU host it weighs for a CPU-only
+/// request, so the GPU types are indexed by model once, as plain numbers.
 pub fn gpu_share_on(model: GpuModel, cpu_total: u32, mem_total_mib: u64) -> Option<(u32, u64)> {
-    types_for_gpu(Some(model))
-        .filter(|t| t.gpus > 0 && t.cpu <= cpu_total && t.memory_mib() <= mem_total_mib)
-        .map(|t| {
-            (
-                t.cpu.div_ceil(t.gpus),
-                t.memory_mib().div_ceil(u64::from(t.gpus)),
-            )
-        })
+    /// Per model: (vCPUs, memory MiB, vCPUs per GPU, memory MiB per GPU) of each type.
+    type Shapes = std::collections::HashMap<GpuModel, Vec<(u32, u64, u32, u64)>>;
+    static SHAPES: std::sync::OnceLock<Shapes> = std::sync::OnceLock::new();
+    let shapes = SHAPES.get_or_init(|| {
+        let mut m = Shapes::new();
+        for t in INSTANCE_TYPES.iter().filter(|t| t.gpus > 0) {
+            if let Some(g) = t.gpu_model() {
+                m.entry(g).or_default().push((
+                    t.cpu,
+                    t.memory_mib(),
+                    t.cpu.div_ceil(t.gpus),
+                    t.memory_mib().div_ceil(u64::from(t.gpus)),
+                ));
+            }
+        }
+        m
+    });
+    shapes
+        .get(&model)?
+        .iter()
+        .filter(|s| s.0 <= cpu_total && s.1 <= mem_total_mib)
+        .map(|s| (s.2, s.3))
         .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
 }
 
@@ -491,6 +508,27 @@ pub const BUILTIN_IMAGES: &[BuiltinImage] = &[
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn a_gpu_keeps_what_the_largest_fitting_type_needs() {
+        // GT5: 8 vCPU/40 GiB per GPU for the smallest, 24/240 for the rest.
+        assert_eq!(
+            gpu_share_on(GpuModel::H100, 16, 125 * 1024),
+            Some((8, 40 * 1024))
+        );
+        assert_eq!(
+            gpu_share_on(GpuModel::H100, 192, 2048 * 1024),
+            Some((24, 240 * 1024))
+        );
+        // A host too small for any H100 type cannot sell its GPU.
+        assert_eq!(gpu_share_on(GpuModel::H100, 4, 16 * 1024), None);
+        // Full-size hosts (as simulated) keep exactly their proportional share.
+        for model in [GpuModel::H100, GpuModel::T4, GpuModel::A100_80] {
+            let (cpu, gib) = host_shape(Some(model), 8);
+            let (c, m) = gpu_share_on(model, cpu, u64::from(gib) * 1024).unwrap();
+            assert!(c * 8 <= cpu && m * 8 <= u64::from(gib) * 1024, "{model:?}");
+        }
+    }
 
     #[test]
     fn catalog_is_consistent() {
