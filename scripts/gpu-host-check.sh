@@ -347,13 +347,13 @@ vm_bench() {
   [ "$(id -u)" = 0 ] || die "run as root (VMs need tap devices and network namespaces)"
   [ -f "$b/vm.tar.gz" ] || die "$b/vm.tar.gz is missing: make the bundle with prepare --with-vm"
   work="$(mktemp -d /tmp/gpucloud-vm-bench.XXXXXX)"
+  trap 'rm -rf "$work"' EXIT
   tar -xzf "$b/vm.tar.gz" -C "$work"
   export PATH="$work/vm/bin:$b:$PATH"
   say "what gpucloud doctor says about VMs on this host"
   "$b/gpucloud" doctor || true
   say "time to ready of the built-in VM image"
   GPUCLOUD_BIN="$b/gpucloud" GPUCLOUD_TEST_IMAGES="$work/images" bash "$b/bench-vm.sh" "${2:-5}" | tee "$b/vm-bench.json"
-  rm -rf "$work"
 }
 
 case "${1:-}" in

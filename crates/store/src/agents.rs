@@ -138,12 +138,7 @@ impl Store {
             return Ok(Err(TokenRefusal::UsedUp));
         }
         if let Some((fingerprint, host_id)) = cert {
-            sqlx::query("INSERT INTO agent_certs (fingerprint, host_id, created_at) VALUES ($1, $2, $3) ON CONFLICT (fingerprint) DO NOTHING")
-                .bind(fingerprint)
-                .bind(host_id)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
+            insert_cert(&mut tx, fingerprint, host_id).await?;
         }
         tx.commit().await?;
         Ok(Ok(()))
@@ -170,12 +165,7 @@ impl Store {
     /// Records the certificate issued to a host's agent.
     pub async fn agent_cert_add(&self, fingerprint: &str, host_id: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT INTO agent_certs (fingerprint, host_id, created_at) VALUES ($1, $2, $3) ON CONFLICT (fingerprint) DO NOTHING")
-            .bind(fingerprint)
-            .bind(host_id)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+        insert_cert(&mut tx, fingerprint, host_id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -253,6 +243,22 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Records an agent certificate inside `tx` (a second record of the same
+/// fingerprint is a no-op).
+async fn insert_cert(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    fingerprint: &str,
+    host_id: &str,
+) -> Result<()> {
+    sqlx::query("INSERT INTO agent_certs (fingerprint, host_id, created_at) VALUES ($1, $2, $3) ON CONFLICT (fingerprint) DO NOTHING")
+        .bind(fingerprint)
+        .bind(host_id)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

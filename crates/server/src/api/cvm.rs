@@ -737,15 +737,7 @@ async fn launch_of(app: &App, ctx: &Ctx, req: &RunInstancesRequest) -> R<Launch>
         .image_id
         .clone()
         .ok_or_else(|| CloudError::MissingParameter("ImageId".into()))?;
-    if !is_valid(IdKind::Image, &image_id) {
-        return Err(CloudError::ImageIdMalformed(image_id));
-    }
-    let image = app
-        .store
-        .image_visible(&ctx.scope, &image_id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| CloudError::ImageNotFound(image_id.clone()))?;
+    let image = images::visible(&app.store, &ctx.scope, &image_id).await?;
     let t = type_check(req.instance_type.as_deref().unwrap_or("S5.SMALL1"))?;
     if !catalog::offers(app, &zone, t) {
         return Err(CloudError::InstanceTypeUnavailable {
@@ -1728,15 +1720,7 @@ pub async fn reset_instance(app: &App, ctx: &Ctx, req: ResetInstanceRequest) -> 
         .await?
         .remove(0);
     let image_id = req.image_id.clone().unwrap_or_else(|| row.image_id.clone());
-    if !is_valid(IdKind::Image, &image_id) {
-        return Err(CloudError::ImageIdMalformed(image_id));
-    }
-    let image = app
-        .store
-        .image_visible(&ctx.scope, &image_id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| CloudError::ImageNotFound(image_id.clone()))?;
+    let image = images::visible(&app.store, &ctx.scope, &image_id).await?;
     if req.system_disk.is_some() && system_disk_of(&req.system_disk)? != row.system_disk {
         return Err(CloudError::Unsupported(
             "changing the system disk's type or size on reinstall; leave SystemDisk out".into(),

@@ -39,6 +39,26 @@ pub async fn seed_builtin(store: &Store) -> gpucloud_store::Result<()> {
     Ok(())
 }
 
+/// An image the tenant may launch from, by id: `InvalidImageId.Malformed`
+/// for a malformed id, `InvalidImageId.NotFound` for one that is absent or
+/// another tenant's.
+pub async fn visible(
+    store: &Store,
+    scope: &gpucloud_store::TenantScope,
+    image_id: &str,
+) -> Result<ImageRow, gpucloud_core::CloudError> {
+    use gpucloud_api_types::ids::{is_valid, IdKind};
+    use gpucloud_core::CloudError;
+    if !is_valid(IdKind::Image, image_id) {
+        return Err(CloudError::ImageIdMalformed(image_id.to_string()));
+    }
+    store
+        .image_visible(scope, image_id)
+        .await
+        .map_err(super::internal)?
+        .ok_or_else(|| CloudError::ImageNotFound(image_id.to_string()))
+}
+
 /// The API view of an image.
 pub fn to_api(i: &ImageRow) -> Image {
     Image {
