@@ -630,6 +630,7 @@ impl Runtime for ContainerRuntime {
                 exit_code: 126,
                 output: format!("no user {} in the instance\n", req.username).into_bytes(),
                 timed_out: false,
+                dropped: 0,
             });
         };
         cmd.arg("--user")
@@ -648,7 +649,7 @@ impl Runtime for ContainerRuntime {
         let mut child = cmd.spawn().map_err(|e| err("running runc exec", e))?;
         // Output is read as it comes, so a command killed at its timeout
         // still returns what it printed.
-        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Captured::default()));
         let mut readers = Vec::new();
         if let Some(s) = child.stdout.take() {
             readers.push(tokio::spawn(collect(s, out.clone())));
@@ -685,7 +686,10 @@ impl Runtime for ContainerRuntime {
             }
         }
         let _ = std::fs::remove_file(&pid_file);
-        let mut output = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
+        let Captured {
+            bytes: mut output,
+            dropped,
+        } = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
         if timed_out {
             output.extend_from_slice(
                 format!(
@@ -698,6 +702,7 @@ impl Runtime for ContainerRuntime {
                 exit_code: 137,
                 output,
                 timed_out: true,
+                dropped,
             });
         }
         let code = status.code().map_or_else(
@@ -711,6 +716,7 @@ impl Runtime for ContainerRuntime {
             exit_code: code,
             output,
             timed_out: false,
+            dropped,
         })
     }
 }
@@ -803,27 +809,44 @@ fn passwd_entry(rootfs: &Path, name: &str) -> Option<PasswdEntry> {
 /// Numbers the PID files of concurrent commands.
 static EXEC_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// A command's output as far as it is kept: the tail, and how many bytes
+/// before it were let go.
+#[derive(Debug, Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    dropped: u64,
+}
+
+impl Captured {
+    /// The tail kept (the agent reports only the tail anyway), so a chatty
+    /// command cannot grow the agent's memory.
+    const KEEP: usize = 1 << 20;
+
+    fn push(&mut self, data: &[u8]) {
+        self.bytes.extend_from_slice(data);
+        if self.bytes.len() > 2 * Self::KEEP {
+            let cut = self.bytes.len() - Self::KEEP;
+            self.bytes.drain(..cut);
+            self.dropped += cut as u64;
+        }
+    }
+}
+
 /// Appends everything a pipe yields to `out`, until it closes. The grandchildren
 /// of a killed command may hold the pipe: the caller bounds the wait.
 async fn collect(
     mut r: impl tokio::io::AsyncRead + Unpin,
-    out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    out: std::sync::Arc<std::sync::Mutex<Captured>>,
 ) {
     use tokio::io::AsyncReadExt;
-    // The last MiB is kept (the agent reports only the tail anyway), so a
-    // chatty command cannot grow the agent's memory.
-    const KEEP: usize = 1 << 20;
     let mut buf = [0u8; 8192];
     while let Ok(n) = r.read(&mut buf).await {
         if n == 0 {
             break;
         }
-        let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
-        o.extend_from_slice(&buf[..n]);
-        if o.len() > 2 * KEEP {
-            let cut = o.len() - KEEP;
-            o.drain(..cut);
-        }
+        out.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(&buf[..n]);
     }
 }
 
@@ -854,6 +877,23 @@ pub fn running_as_root() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chatty_output_keeps_the_tail_and_counts_what_it_let_go() {
+        let mut c = Captured::default();
+        let chunk = vec![b'x'; 8192];
+        let total = 5 * Captured::KEEP + 123;
+        let mut sent = 0;
+        while sent < total {
+            let n = chunk.len().min(total - sent);
+            c.push(&chunk[..n]);
+            sent += n;
+        }
+        c.push(b"the end");
+        assert!(c.bytes.len() <= 2 * Captured::KEEP);
+        assert!(c.bytes.ends_with(b"the end"));
+        assert_eq!(c.dropped + c.bytes.len() as u64, total as u64 + 7);
+    }
 
     #[test]
     fn users_come_from_the_instance_files_without_following_links() {

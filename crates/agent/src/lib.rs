@@ -570,7 +570,7 @@ fn spawn_command(
                 match rt.exec(&cmd.instance_id, &req).await {
                     Ok(o) => {
                         let keep = o.output.len().min(MAX_COMMAND_OUTPUT);
-                        let dropped = (o.output.len() - keep) as u64;
+                        let dropped = o.dropped + (o.output.len() - keep) as u64;
                         CommandResult {
                             task_id: cmd.task_id.clone(),
                             status: if o.timed_out {

@@ -1565,6 +1565,7 @@ impl Runtime for QemuRuntime {
                         exit_code: 137,
                         output,
                         timed_out: true,
+                        dropped: 0,
                     });
                 }
             } else if exited {
@@ -1580,6 +1581,7 @@ impl Runtime for QemuRuntime {
                     exit_code,
                     output: guest_output(&st),
                     timed_out: false,
+                    dropped: 0,
                 });
             } else if Instant::now() >= deadline {
                 let _g = lock.lock().await;
@@ -1611,6 +1613,14 @@ fn guest_output(st: &serde_json::Value) -> Vec<u8> {
         if let Some(d) = st.get(k).and_then(|d| d.as_str()) {
             output.extend(b64.decode(d).unwrap_or_default());
         }
+    }
+    // The guest agent keeps at most 16 MiB of each stream and says only
+    // that it cut, not how much.
+    let cut = ["out-truncated", "err-truncated"]
+        .iter()
+        .any(|k| st.get(*k).and_then(|t| t.as_bool()) == Some(true));
+    if cut {
+        output.extend_from_slice(b"\n(the guest agent cut this output at its 16 MiB limit)\n");
     }
     output
 }

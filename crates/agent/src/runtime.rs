@@ -72,6 +72,9 @@ pub struct ExecOutput {
     pub output: Vec<u8>,
     /// Killed at the timeout.
     pub timed_out: bool,
+    /// Bytes of output the runtime discarded before `output` (it keeps the
+    /// tail of a chatty command), so the task can say how much is missing.
+    pub dropped: u64,
 }
 
 /// An instance runtime.
