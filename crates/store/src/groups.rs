@@ -45,19 +45,33 @@ impl Store {
         client_token: Option<&str>,
     ) -> std::result::Result<GroupRow, TxError> {
         let mut tx = self.begin_write().await?;
+        // The token first: a concurrent retry waits on it and then answers
+        // with the group this call made.
         if let Some(t) = client_token {
-            if let Some(r) = sqlx::query(
-                "SELECT result FROM client_tokens WHERE app_id = $1 AND action = 'CreateDisasterRecoverGroup' AND token = $2",
+            let n = sqlx::query(
+                "INSERT INTO client_tokens (app_id, action, token, result, created_at) VALUES ($1, 'CreateDisasterRecoverGroup', $2, $3, $4) ON CONFLICT DO NOTHING",
             )
             .bind(scope.app_id())
             .bind(t)
-            .fetch_optional(&mut *tx)
+            .bind(serde_json::to_string(&[&g.group_id]).unwrap_or_default())
+            .bind(now_ms())
+            .execute(&mut *tx)
             .await?
-            {
+            .rows_affected();
+            if n == 0 {
+                let r = sqlx::query(
+                    "SELECT result FROM client_tokens WHERE app_id = $1 AND action = 'CreateDisasterRecoverGroup' AND token = $2",
+                )
+                .bind(scope.app_id())
+                .bind(t)
+                .fetch_one(&mut *tx)
+                .await?;
                 let ids: Vec<String> = json_col(&r, "result")?;
                 drop(tx);
                 let mut v = self.groups(scope, Some(&ids)).await?;
-                return v.pop().ok_or_else(|| CloudError::PlacementGroupNotFound(ids.join(",")).into());
+                return v
+                    .pop()
+                    .ok_or_else(|| CloudError::PlacementGroupNotFound(ids.join(",")).into());
             }
         }
         sqlx::query(
@@ -76,17 +90,6 @@ impl Store {
         .bind(g.created_at)
         .execute(&mut *tx)
         .await?;
-        if let Some(t) = client_token {
-            sqlx::query(
-                "INSERT INTO client_tokens (app_id, action, token, result, created_at) VALUES ($1, 'CreateDisasterRecoverGroup', $2, $3, $4)",
-            )
-            .bind(scope.app_id())
-            .bind(t)
-            .bind(serde_json::to_string(&[&g.group_id]).unwrap_or_default())
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        }
         tx.commit().await?;
         Ok(g.clone())
     }

@@ -367,6 +367,26 @@ pub struct NewShape {
     pub gpu_count: i64,
 }
 
+/// The instance as it was read when a plan was made outside the
+/// transaction. If a host report (releasing its resources) or another
+/// operation changed it since, the plan is stale and the transaction says
+/// [`TxError::HostConflict`] so the caller plans again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub spec_generation: i64,
+    pub resources_held: bool,
+}
+
+impl Seen {
+    /// What `r` says.
+    pub fn of(r: &InstanceRow) -> Self {
+        Self {
+            spec_generation: r.spec_generation,
+            resources_held: r.resources_held,
+        }
+    }
+}
+
 const INSTANCE_COLS: &str = "instance_id, app_id, uuid, name, host_name, zone, project_id, instance_type, cpu, memory_gib, gpu_count, image_id, runtime, charge_type, prepaid_period, renew_flag, expired_at, state, latest_operation, latest_operation_state, latest_operation_request_id, latest_operation_error, host_id, resources_held, prev_host_id, spec_generation, reboot_seq, stop_type, stopped_mode, disable_api_termination, user_data, system_disk, data_disks, internet, vpc_id, subnet_id, private_ip, security_group_ids, placement_group_id, tags, created_at, updated_at";
 
 /// Claims vCPUs, memory and GPUs on a host for an instance. The host must be
@@ -611,16 +631,30 @@ impl Store {
     ) -> std::result::Result<Created, TxError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        // The token is taken first: a concurrent retry with it waits here
+        // (PostgreSQL blocks on the uncommitted key) and then answers with
+        // this request's result, never with a refusal (quota, capacity)
+        // that this request's own instances cause. A refusal rolls the
+        // token back, so a retry tries afresh.
         if let Some(token) = &batch.client_token {
-            let row = sqlx::query(
-                "SELECT result FROM client_tokens WHERE app_id = $1 AND action = 'RunInstances' AND token = $2",
+            let n = sqlx::query(
+                "INSERT INTO client_tokens (app_id, action, token, result, created_at) VALUES ($1, 'RunInstances', $2, '[]', $3) ON CONFLICT DO NOTHING",
             )
             .bind(scope.app_id())
             .bind(token)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(r) = row {
-                return Ok(Created::Existing(json_col(&r, "result")?));
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                let row = sqlx::query(
+                    "SELECT result FROM client_tokens WHERE app_id = $1 AND action = 'RunInstances' AND token = $2",
+                )
+                .bind(scope.app_id())
+                .bind(token)
+                .fetch_one(&mut *tx)
+                .await?;
+                return Ok(Created::Existing(json_col(&row, "result")?));
             }
         }
         // Quota: one conditional update of the tenant's counter.
@@ -784,26 +818,14 @@ impl Store {
             ids.push(inst.instance_id.clone());
         }
         if let Some(token) = &batch.client_token {
-            let n = sqlx::query(
-                "INSERT INTO client_tokens (app_id, action, token, result, created_at) VALUES ($1, 'RunInstances', $2, $3, $4) ON CONFLICT DO NOTHING",
+            sqlx::query(
+                "UPDATE client_tokens SET result = $1 WHERE app_id = $2 AND action = 'RunInstances' AND token = $3",
             )
+            .bind(serde_json::to_string(&ids).unwrap_or_default())
             .bind(scope.app_id())
             .bind(token)
-            .bind(serde_json::to_string(&ids).unwrap_or_default())
-            .bind(now)
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 0 {
-                // A concurrent retry with the same token won: answer with its result.
-                drop(tx);
-                return match self.client_token_get(scope, "RunInstances", token).await? {
-                    Some(existing) => Ok(Created::Existing(existing)),
-                    None => Err(TxError::Store(StoreError::Conflict(
-                        "ClientToken raced".into(),
-                    ))),
-                };
-            }
+            .await?;
         }
         tx.commit().await?;
         self.remember_nets(scope, nets);
@@ -1006,8 +1028,17 @@ impl Store {
             let prepaid = inst.charge_type == "PREPAID";
             let to = lifecycle::begin_charged(inst.state, op, prepaid)
                 .map_err(|state| refusal(inst, op, state))?;
-            // Starting an instance whose resources were released re-claims them.
+            // Starting an instance whose resources were released re-claims
+            // them, as planned from what the caller read: if a host report
+            // released (or nothing did) since, that plan is stale.
             let mut held = inst.resources_held;
+            if op == Operation::Start
+                && opts.reclaims.contains_key(&inst.instance_id) == inst.resources_held
+            {
+                return Err(TxError::HostConflict(
+                    inst.host_id.clone().unwrap_or_default(),
+                ));
+            }
             if op == Operation::Start && !inst.resources_held {
                 let host = inst.host_id.clone().ok_or_else(|| {
                     TxError::Cloud(CloudError::InsufficientCapacity {
@@ -1047,6 +1078,7 @@ impl Store {
         request_id: &str,
         shape: &NewShape,
         plan: &ResizePlan,
+        seen: Seen,
     ) -> std::result::Result<InstanceRow, TxError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
@@ -1061,6 +1093,9 @@ impl Store {
             .into());
         }
         let old_host = inst.host_id.clone().unwrap_or_default();
+        if Seen::of(&inst) != seen {
+            return Err(TxError::HostConflict(old_host));
+        }
         let (old_cpu, old_mem) = if inst.resources_held {
             (inst.cpu, inst.memory_gib * 1024)
         } else {
@@ -1130,13 +1165,14 @@ impl Store {
             }
         };
         let moved = new_host != old_host;
-        sqlx::query(
+        let n = sqlx::query(
             "UPDATE instances SET state = $1, latest_operation = 'ResetInstancesType', latest_operation_state = 'OPERATING',
                latest_operation_request_id = $2, latest_operation_error = NULL, spec_generation = spec_generation + 1,
                instance_type = $3, cpu = $4, memory_gib = $5, gpu_count = $6, host_id = $7, resources_held = 1,
                prev_host_id = $8, prev_cpu = $9, prev_mem_mib = $10, updated_at = $11,
                reboot_seq = reboot_seq + $14
-             WHERE instance_id = $12 AND app_id = $13",
+             WHERE instance_id = $12 AND app_id = $13
+               AND state = $15 AND spec_generation = $16 AND resources_held = $17 AND prev_host_id IS NULL",
         )
         .bind(to.as_str())
         .bind(request_id)
@@ -1153,8 +1189,17 @@ impl Store {
         .bind(scope.app_id())
         // A running instance (ForceStop) restarts into its new shape on the same host.
         .bind(i64::from(inst.state == InstanceState::Running && !moved))
+        // Unchanged since it was read: on PostgreSQL another server may have
+        // changed it meanwhile (the read above takes no lock).
+        .bind(inst.state.as_str())
+        .bind(inst.spec_generation)
+        .bind(i64::from(inst.resources_held))
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Err(TxError::HostConflict(old_host));
+        }
         tx.commit().await?;
         self.instance_get(scope, id)
             .await?
@@ -1440,7 +1485,7 @@ impl Store {
             "SELECT {INSTANCE_COLS}, password_sealed, reset_seq,
                (SELECT location FROM images WHERE images.image_id = instances.image_id) AS image_location,
                (SELECT cidr FROM subnets WHERE subnets.subnet_id = instances.subnet_id) AS subnet_cidr
-             FROM instances WHERE (host_id = $1 OR prev_host_id = $1) AND state <> 'TERMINATED' ORDER BY instance_id"
+             FROM instances WHERE (host_id = $1 AND state <> 'TERMINATED') OR prev_host_id = $1 ORDER BY instance_id"
         ))
         .bind(host_id)
         .fetch_all(self.r())
@@ -1561,7 +1606,7 @@ impl Store {
         .map(|r| col(r, "instance_id"))
         .collect::<Result<_>>()?;
         let rows = sqlx::query(&format!(
-            "SELECT {INSTANCE_COLS}, prev_cpu, prev_mem_mib FROM instances WHERE (host_id = $1 OR prev_host_id = $1) AND state <> 'TERMINATED'"
+            "SELECT {INSTANCE_COLS}, prev_cpu, prev_mem_mib FROM instances WHERE (host_id = $1 AND state <> 'TERMINATED') OR prev_host_id = $1"
         ))
         .bind(host_id)
         .fetch_all(&mut *tx)
@@ -1571,10 +1616,9 @@ impl Store {
             let Some(obs) = by_id.get(inst.instance_id.as_str()) else {
                 continue;
             };
-            if obs.spec_generation < inst.spec_generation {
-                continue; // the host has not acted on the latest spec yet
-            }
-            // This host is being drained of a moved instance.
+            // This host is being drained of a moved (maybe since terminated)
+            // instance: it wants it gone whatever the spec's generation, so
+            // an `Absent` from it is final.
             if inst.prev_host_id.as_deref() == Some(host_id)
                 && inst.host_id.as_deref() != Some(host_id)
             {
@@ -1596,8 +1640,19 @@ impl Store {
                 }
                 continue;
             }
-            // GPUs dropped by a resize on this host are let go once the host runs the new spec.
-            if draining.contains(&inst.instance_id) {
+            if obs.spec_generation < inst.spec_generation {
+                continue; // the host has not acted on the latest spec yet
+            }
+            // GPUs dropped by a resize on this host are let go once the host
+            // runs (or has stopped, or removed) the instance with the new
+            // spec — not when it failed to, since then the old one may
+            // still be running with them.
+            if draining.contains(&inst.instance_id)
+                && matches!(
+                    obs.observed,
+                    Observed::Running | Observed::Stopped | Observed::Absent
+                )
+            {
                 let rel = release_on_host(&mut tx, &inst.instance_id, host_id, 0, 0, true).await?;
                 if !rel.gpu_indexes.is_empty() {
                     out.released.push(rel);
@@ -1810,7 +1865,7 @@ async fn begin_op(
            latest_operation_request_id = $3, latest_operation_error = NULL, spec_generation = spec_generation + 1,
            reboot_seq = reboot_seq + $4, stop_type = COALESCE($5, stop_type), stopped_mode = $6,
            resources_held = $7, updated_at = $8
-         WHERE instance_id = $9 AND app_id = $10 AND state = $11",
+         WHERE instance_id = $9 AND app_id = $10 AND state = $11 AND resources_held = $12",
     )
     .bind(to.as_str())
     .bind(op.action())
@@ -1832,6 +1887,7 @@ async fn begin_op(
     .bind(&inst.instance_id)
     .bind(scope.app_id())
     .bind(inst.state.as_str())
+    .bind(i64::from(inst.resources_held))
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -1843,6 +1899,10 @@ async fn begin_op(
         .into());
     }
     if let Some(h) = &inst.host_id {
+        bump_host(tx, h).await?;
+    }
+    // A host still letting go of the instance after a move learns of it too.
+    if let Some(h) = &inst.prev_host_id {
         bump_host(tx, h).await?;
     }
     Ok(())

@@ -6,7 +6,7 @@ use common::{add_host, tenant};
 use gpucloud_core::error::CloudError;
 use gpucloud_core::lifecycle::{DesiredPower, InstanceState, Observed, Operation};
 use gpucloud_store::instances::{
-    CreateBatch, Created, InstanceQuery, NewInstance, NewShape, ObservedInstance, ResizePlan,
+    CreateBatch, Created, InstanceQuery, NewInstance, NewShape, ObservedInstance, ResizePlan, Seen,
     TransitionOpts, TxError,
 };
 use gpucloud_store::keypairs::NewKeyPair;
@@ -58,6 +58,11 @@ fn obs(id: &str, generation: i64, observed: Observed) -> ObservedInstance {
         reboot_seq: 0,
         error: None,
     }
+}
+
+/// What a resize plan is made from: the instance as it is now.
+async fn seen(store: &Store, scope: &TenantScope, id: &str) -> Seen {
+    Seen::of(&store.instance_get(scope, id).await.unwrap().unwrap())
 }
 
 async fn state_of(store: &Store, scope: &TenantScope, id: &str) -> Option<InstanceState> {
@@ -498,6 +503,7 @@ both!(resize_on_host_and_by_moving, |db| {
                 add: vec![1, 2, 3],
                 drop: vec![],
             },
+            seen(&db.store, &s, "ins-size0001").await,
         )
         .await
         .unwrap();
@@ -551,6 +557,7 @@ both!(resize_on_host_and_by_moving, |db| {
                 host_id: "host-b".into(),
                 gpus: (0..8).collect(),
             },
+            seen(&db.store, &s, "ins-size0001").await,
         )
         .await
         .unwrap();
@@ -644,6 +651,7 @@ both!(resize_on_host_and_by_moving, |db| {
                 add: vec![],
                 drop: (2..8).collect(),
             },
+            seen(&db.store, &s, "ins-size0001").await,
         )
         .await
         .unwrap();
@@ -836,7 +844,9 @@ both!(tenant_walls, |db| {
                 &ResizePlan::SameHost {
                     add: vec![],
                     drop: vec![]
-                }
+                },
+                // What the owner sees: another tenant is refused all the same.
+                seen(&db.store, &a, "ins-wall0001").await,
             )
             .await,
         Err(TxError::Cloud(CloudError::InstanceNotFound(_)))
@@ -1780,5 +1790,298 @@ both!(
             .command_create(&s, &cmd("cmd-lib00006", "deploy"), 2)
             .await
             .unwrap();
+    }
+);
+
+both!(concurrent_client_token_retries_share_one_result, |db| {
+    // The quota fits one call's instances, not two: a retry that waits
+    // behind the first must answer with its result, not a quota refusal.
+    let s = tenant(&db.store, "t1").await;
+    db.store.tenant_set_quota(s.app_id(), 2).await.unwrap();
+    add_host(&db.store, "host-a", 8).await;
+    let calls: Vec<_> = (0..4i64)
+        .map(|n| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                let insts = vec![
+                    inst(&format!("ins-tokc{n}0a0"), "host-a", &[2 * n]),
+                    inst(&format!("ins-tokc{n}0b0"), "host-a", &[2 * n + 1]),
+                ];
+                store
+                    .instances_create(&s, &batch(insts, Some("same-token")))
+                    .await
+            })
+        })
+        .collect();
+    let mut new = Vec::new();
+    let mut existing = Vec::new();
+    for c in calls {
+        match c.await.unwrap().expect("every retry gets the one result") {
+            Created::New(ids) => new.push(ids),
+            Created::Existing(ids) => existing.push(ids),
+        }
+    }
+    assert_eq!(new.len(), 1, "one call creates");
+    assert!(existing.iter().all(|ids| *ids == new[0]), "{existing:?}");
+    assert_eq!(db.store.gpu_claims().await.unwrap().len(), 2);
+});
+
+both!(a_stale_plan_is_refused_for_another_try, |db| {
+    let s = tenant(&db.store, "t1").await;
+    add_host(&db.store, "host-a", 8).await;
+    let id = "ins-stal0001";
+    create(&db.store, &s, inst(id, "host-a", &[0, 1, 2, 3]))
+        .await
+        .unwrap();
+    db.store
+        .host_report("host-a", 0, &[obs(id, 1, Observed::Running)], &[])
+        .await
+        .unwrap();
+    let stop_charging = TransitionOpts {
+        stopped_mode: Some("STOP_CHARGING".into()),
+        ..Default::default()
+    };
+    let before = seen(&db.store, &s, id).await;
+    db.store
+        .instances_transition(&s, &[id.into()], Operation::Stop, "r", &stop_charging)
+        .await
+        .unwrap();
+    db.store
+        .host_report("host-a", 0, &[obs(id, 2, Observed::Stopped)], &[])
+        .await
+        .unwrap();
+    assert!(db.store.gpu_claims().await.unwrap().is_empty());
+    // A resize planned before the stop released everything.
+    let two = NewShape {
+        instance_type: "GT5.12XLARGE480".into(),
+        cpu: 48,
+        memory_gib: 480,
+        gpu_count: 2,
+    };
+    let plan = ResizePlan::SameHost {
+        add: vec![],
+        drop: vec![2, 3],
+    };
+    assert!(matches!(
+        db.store
+            .instance_resize(&s, id, "r", &two, &plan, before)
+            .await,
+        Err(TxError::HostConflict(h)) if h == "host-a"
+    ));
+    // A start planned as if the resources were still held claims nothing.
+    assert!(matches!(
+        db.store
+            .instances_transition(
+                &s,
+                &[id.into()],
+                Operation::Start,
+                "r",
+                &TransitionOpts::default()
+            )
+            .await,
+        Err(TxError::HostConflict(_))
+    ));
+    assert_eq!(
+        state_of(&db.store, &s, id).await,
+        Some(InstanceState::Stopped)
+    );
+    let host = db.store.host_get("host-a").await.unwrap().unwrap();
+    assert_eq!(
+        (host.cpu_used, host.mem_used_mib),
+        (0, 0),
+        "nothing half done"
+    );
+    // Planned from what is there now, it goes through.
+    let mut reclaim = TransitionOpts::default();
+    reclaim.reclaims.insert(id.into(), vec![0, 1, 2, 3]);
+    db.store
+        .instances_transition(&s, &[id.into()], Operation::Start, "r", &reclaim)
+        .await
+        .unwrap();
+    assert_eq!(db.store.gpu_claims().await.unwrap().len(), 4);
+    // The reverse: a re-claim for an instance that holds its resources.
+    db.store
+        .host_report("host-a", 0, &[obs(id, 3, Observed::Running)], &[])
+        .await
+        .unwrap();
+    db.store
+        .instances_transition(
+            &s,
+            &[id.into()],
+            Operation::Stop,
+            "r",
+            &TransitionOpts::default(),
+        )
+        .await
+        .unwrap();
+    db.store
+        .host_report("host-a", 0, &[obs(id, 4, Observed::Stopped)], &[])
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.store
+            .instances_transition(&s, &[id.into()], Operation::Start, "r", &reclaim)
+            .await,
+        Err(TxError::HostConflict(_))
+    ));
+});
+
+both!(
+    dropped_gpus_stay_held_while_the_host_fails_the_new_shape,
+    |db| {
+        let s = tenant(&db.store, "t1").await;
+        add_host(&db.store, "host-a", 8).await;
+        let id = "ins-drop0001";
+        create(&db.store, &s, inst(id, "host-a", &[0, 1, 2, 3]))
+            .await
+            .unwrap();
+        db.store
+            .host_report("host-a", 0, &[obs(id, 1, Observed::Running)], &[])
+            .await
+            .unwrap();
+        let two = NewShape {
+            instance_type: "GT5.12XLARGE480".into(),
+            cpu: 48,
+            memory_gib: 480,
+            gpu_count: 2,
+        };
+        // ForceStop: the running instance restarts into its new shape.
+        db.store
+            .instance_resize(
+                &s,
+                id,
+                "r",
+                &two,
+                &ResizePlan::SameHost {
+                    add: vec![],
+                    drop: vec![2, 3],
+                },
+                seen(&db.store, &s, id).await,
+            )
+            .await
+            .unwrap();
+        // The host could not restart it: the old VM may still hold all four.
+        db.store
+            .host_report("host-a", 0, &[obs(id, 2, Observed::Failed)], &[])
+            .await
+            .unwrap();
+        assert_eq!(db.store.gpu_claims().await.unwrap().len(), 4);
+        db.store
+            .host_report("host-a", 0, &[obs(id, 2, Observed::Running)], &[])
+            .await
+            .unwrap();
+        assert_eq!(db.store.gpu_claims().await.unwrap().len(), 2);
+    }
+);
+
+both!(
+    terminating_a_moved_instance_still_lets_the_old_host_let_go,
+    |db| {
+        let s = tenant(&db.store, "t1").await;
+        add_host(&db.store, "host-a", 8).await;
+        add_host(&db.store, "host-b", 8).await;
+        let id = "ins-mvtm0001";
+        create(&db.store, &s, inst(id, "host-a", &[0]))
+            .await
+            .unwrap();
+        db.store
+            .host_report("host-a", 0, &[obs(id, 1, Observed::Running)], &[])
+            .await
+            .unwrap();
+        db.store
+            .instances_transition(
+                &s,
+                &[id.into()],
+                Operation::Stop,
+                "r",
+                &TransitionOpts::default(),
+            )
+            .await
+            .unwrap();
+        db.store
+            .host_report("host-a", 0, &[obs(id, 2, Observed::Stopped)], &[])
+            .await
+            .unwrap();
+        let one = NewShape {
+            instance_type: "GT5.6XLARGE240".into(),
+            cpu: 24,
+            memory_gib: 240,
+            gpu_count: 1,
+        };
+        db.store
+            .instance_resize(
+                &s,
+                id,
+                "r",
+                &one,
+                &ResizePlan::Move {
+                    host_id: "host-b".into(),
+                    gpus: vec![0],
+                },
+                seen(&db.store, &s, id).await,
+            )
+            .await
+            .unwrap();
+        db.store
+            .host_report("host-b", 0, &[obs(id, 3, Observed::Running)], &[])
+            .await
+            .unwrap();
+        // host-a has not let go yet (slow, or unreachable) when it is terminated.
+        let gen_a = db
+            .store
+            .host_get("host-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .generation;
+        db.store
+            .instances_transition(
+                &s,
+                &[id.into()],
+                Operation::Terminate,
+                "r",
+                &TransitionOpts::default(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            db.store
+                .host_get("host-a")
+                .await
+                .unwrap()
+                .unwrap()
+                .generation
+                > gen_a,
+            "the old host hears of it"
+        );
+        db.store
+            .host_report("host-b", 0, &[obs(id, 4, Observed::Absent)], &[])
+            .await
+            .unwrap();
+        assert_eq!(state_of(&db.store, &s, id).await, None, "terminated");
+        let on_a = |claims: Vec<(String, String, String, bool)>| {
+            claims.iter().filter(|c| c.2 == "host-a").count()
+        };
+        assert_eq!(
+            on_a(db.store.gpu_claims().await.unwrap()),
+            1,
+            "still held on host-a"
+        );
+        let (_, desired) = db.store.host_desired("host-a").await.unwrap();
+        let d = desired
+            .iter()
+            .find(|d| d.instance_id == id)
+            .expect("host-a still told");
+        assert_eq!(d.power, DesiredPower::Absent);
+        // It lets go (a report from before the terminate's generation counts too).
+        db.store
+            .host_report("host-a", 0, &[obs(id, 3, Observed::Absent)], &[])
+            .await
+            .unwrap();
+        assert_eq!(on_a(db.store.gpu_claims().await.unwrap()), 0);
+        let a = db.store.host_get("host-a").await.unwrap().unwrap();
+        assert_eq!((a.cpu_used, a.mem_used_mib), (0, 0));
+        let (_, desired) = db.store.host_desired("host-a").await.unwrap();
+        assert!(desired.iter().all(|d| d.instance_id != id), "done with it");
     }
 );

@@ -17,7 +17,8 @@ use gpucloud_core::lifecycle::{InstanceState, Operation};
 use gpucloud_core::CloudError;
 use gpucloud_scheduler::{NoFit, PlacementRequest, SpreadLevel};
 use gpucloud_store::instances::{
-    CreateBatch, Created, InstanceRow, NewInstance, NewShape, ResizePlan, TransitionOpts, TxError,
+    CreateBatch, Created, InstanceRow, NewInstance, NewShape, ResizePlan, Seen, TransitionOpts,
+    TxError,
 };
 use gpucloud_store::TenantScope;
 
@@ -269,6 +270,21 @@ pub async fn transition(
 /// Starts stopped instances; those whose resources were released
 /// (`STOP_CHARGING`) claim them again on their host first.
 pub async fn start(app: &App, ctx: &Ctx, ids: &[String]) -> Result<(), CloudError> {
+    let mut attempt = 1;
+    loop {
+        match start_once(app, ctx, ids).await {
+            // A host report changed an instance between planning and the
+            // transaction (or capacity moved): plan again.
+            Err(TxError::HostConflict(h)) if attempt < PLACE_ATTEMPTS => {
+                refresh(app, &h).await?;
+                attempt += 1;
+            }
+            r => return r.map_err(tx_error),
+        }
+    }
+}
+
+async fn start_once(app: &App, ctx: &Ctx, ids: &[String]) -> Result<(), TxError> {
     let rows = load(app, &ctx.scope, ids).await?;
     let mut opts = TransitionOpts::default();
     let mut reservations: Vec<ReservationId> = Vec::new();
@@ -302,7 +318,8 @@ pub async fn start(app: &App, ctx: &Ctx, ids: &[String]) -> Result<(), CloudErro
                         "instance {} was stopped without charging and its host no longer has the resources free",
                         r.instance_id
                     ),
-                });
+                }
+                .into());
             }
         }
     }
@@ -322,10 +339,7 @@ pub async fn start(app: &App, ctx: &Ctx, ids: &[String]) -> Result<(), CloudErro
             for res in reservations {
                 app.sched.cancel(res);
             }
-            if let TxError::HostConflict(h) = &e {
-                refresh(app, h).await?;
-            }
-            Err(tx_error(e))
+            Err(e)
         }
     }
 }
@@ -445,7 +459,14 @@ pub async fn resize(
         };
         match app
             .store
-            .instance_resize(&ctx.scope, id, &ctx.request_id, &shape, &plan)
+            .instance_resize(
+                &ctx.scope,
+                id,
+                &ctx.request_id,
+                &shape,
+                &plan,
+                Seen::of(&row),
+            )
             .await
         {
             Ok(after) => {
