@@ -54,6 +54,8 @@ pub struct ContainerConfig {
 pub struct ContainerRuntime {
     cfg: ContainerConfig,
     gpus: Arc<dyn GpuDevices>,
+    /// Launches and removals of one container never overlap.
+    launches: crate::runtime::InstanceLocks,
 }
 
 /// The init process of every container: sleeps, exits cleanly on SIGTERM.
@@ -266,11 +268,40 @@ pub fn oci_spec(
 impl ContainerRuntime {
     /// A runtime with these settings and GPU devices.
     pub fn new(cfg: ContainerConfig, gpus: Arc<dyn GpuDevices>) -> Self {
-        Self { cfg, gpus }
+        Self {
+            cfg,
+            gpus,
+            launches: Default::default(),
+        }
+    }
+
+    /// Where the bundles of a runtime with this state directory live.
+    pub fn instances_dir(state_dir: &Path) -> PathBuf {
+        state_dir.join("containers")
+    }
+
+    /// Stops the container (the caller holds its launch lock).
+    async fn stop_unlocked(&self, id: &str, how: StopType) -> Result<(), RuntimeError> {
+        if self.runc_status(id).await.as_deref() == Some("running") {
+            if how != StopType::Hard {
+                let _ = self.runc_ok(&["kill", id, "TERM"]).await;
+                let deadline = tokio::time::Instant::now() + self.cfg.stop_grace;
+                while tokio::time::Instant::now() < deadline
+                    && self.runc_status(id).await.as_deref() == Some("running")
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            if self.runc_status(id).await.as_deref() == Some("running") {
+                let _ = self.runc_ok(&["kill", id, "KILL"]).await;
+            }
+        }
+        self.delete(id).await?;
+        self.unmount_rootfs(id).await
     }
 
     fn bundle(&self, id: &str) -> PathBuf {
-        self.cfg.state_dir.join("containers").join(id)
+        Self::instances_dir(&self.cfg.state_dir).join(id)
     }
 
     fn runc_root(&self) -> PathBuf {
@@ -505,6 +536,8 @@ impl Runtime for ContainerRuntime {
 
     async fn start(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
         let id = &spec.instance_id;
+        // Held until runc has made the container (or failed); see `InstanceLocks`.
+        let guard = self.launches.lock(id).await;
         if self.runc_status(id).await.as_deref() == Some("running") {
             return Ok(());
         }
@@ -547,9 +580,8 @@ impl Runtime for ContainerRuntime {
         let log2 = log
             .try_clone()
             .map_err(|e| err("opening the console log", e))?;
-        let out = self
-            .runc()
-            .arg("run")
+        let mut run = self.runc();
+        run.arg("run")
             .arg("--detach")
             .arg("--bundle")
             .arg(&b)
@@ -557,10 +589,15 @@ impl Runtime for ContainerRuntime {
             .arg(b.join("init.pid"))
             .arg(id)
             .stdout(log)
-            .stderr(log2)
-            .status()
-            .await
-            .map_err(|e| err("running runc run", e))?;
+            .stderr(log2);
+        let (out, guard) =
+            crate::runtime::to_the_end(
+                guard,
+                "running runc run",
+                async move { run.status().await },
+            )
+            .await?;
+        let out = out.map_err(|e| err("running runc run", e))?;
         if !out.success() {
             let tail = std::fs::read_to_string(b.join("console.log")).unwrap_or_default();
             let tail: String = tail.lines().rev().take(3).collect::<Vec<_>>().join(" / ");
@@ -571,26 +608,13 @@ impl Runtime for ContainerRuntime {
             )));
         }
         crate::runtime::record_boot(&b, spec.reboot_seq);
+        drop(guard);
         Ok(())
     }
 
     async fn stop(&self, id: &str, how: StopType) -> Result<(), RuntimeError> {
-        if self.runc_status(id).await.as_deref() == Some("running") {
-            if how != StopType::Hard {
-                let _ = self.runc_ok(&["kill", id, "TERM"]).await;
-                let deadline = tokio::time::Instant::now() + self.cfg.stop_grace;
-                while tokio::time::Instant::now() < deadline
-                    && self.runc_status(id).await.as_deref() == Some("running")
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            if self.runc_status(id).await.as_deref() == Some("running") {
-                let _ = self.runc_ok(&["kill", id, "KILL"]).await;
-            }
-        }
-        self.delete(id).await?;
-        self.unmount_rootfs(id).await
+        let _launch = self.launches.lock(id).await;
+        self.stop_unlocked(id, how).await
     }
 
     async fn reboot(&self, spec: &InstanceSpec, how: StopType) -> Result<(), RuntimeError> {
@@ -599,13 +623,16 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
-        self.stop(id, StopType::Hard).await?;
+        let launch = self.launches.lock(id).await;
+        self.stop_unlocked(id, StopType::Hard).await?;
         let b = self.bundle(id);
         if b.exists() {
             tokio::fs::remove_dir_all(&b)
                 .await
                 .map_err(|e| err(&format!("removing {}", b.display()), e))?;
         }
+        drop(launch);
+        self.launches.forget(id);
         Ok(())
     }
 

@@ -147,6 +147,13 @@ impl LocalHost {
                 },
             }
         };
+        if !kinds.contains(&RuntimeKind::Container) {
+            runtimes.push(Arc::new(crate::runtime::Unavailable::new(
+                RuntimeKind::Container,
+                ContainerRuntime::instances_dir(&cfg.state_dir.join("container")),
+                container_note.clone(),
+            )));
+        }
         notes.insert("container".into(), container_note.into());
         let mut qemu_rt = None;
         let qemu_note = if cfg.no_runtimes {
@@ -191,6 +198,13 @@ impl LocalHost {
                 Err(why) => why,
             }
         };
+        if qemu_rt.is_none() {
+            runtimes.push(Arc::new(crate::runtime::Unavailable::new(
+                RuntimeKind::Qemu,
+                QemuRuntime::instances_dir(&cfg.state_dir.join("qemu")),
+                qemu_note.clone(),
+            )));
+        }
         notes.insert("qemu".into(), qemu_note.into());
         // GPU passthrough needs VMs and a usable IOMMU with vfio-pci.
         let passthrough = match (&qemu_rt, crate::vfio::Vfio::host().available()) {

@@ -130,6 +130,8 @@ pub struct QemuRuntime {
     qga_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Network namespace and bridge changes, one at a time.
     net_lock: tokio::sync::Mutex<()>,
+    /// Launches and removals of one VM never overlap.
+    launches: crate::runtime::InstanceLocks,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> RuntimeError {
@@ -676,6 +678,7 @@ impl QemuRuntime {
             vfio: Arc::new(vfio),
             qga_locks: Mutex::new(HashMap::new()),
             net_lock: tokio::sync::Mutex::new(()),
+            launches: Default::default(),
         }
     }
 
@@ -698,8 +701,13 @@ impl QemuRuntime {
         }
     }
 
+    /// Where the VMs of a runtime with this state directory live.
+    pub fn instances_dir(state_dir: &Path) -> PathBuf {
+        state_dir.join("vms")
+    }
+
     fn dir(&self, id: &str) -> PathBuf {
-        self.cfg.state_dir.join("vms").join(id)
+        Self::instances_dir(&self.cfg.state_dir).join(id)
     }
 
     fn qga_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -1316,6 +1324,13 @@ impl Runtime for QemuRuntime {
         self.write_seed(spec).await?;
         let accel = self.accel().await;
         let gpus: Vec<String> = spec.gpus.iter().map(|g| g.pci_address.clone()).collect();
+        // Held until QEMU is up (or given up on); see `InstanceLocks`.
+        let mut guard = self.launches.lock(id).await;
+        if let Some(pid) = self.pid(id) {
+            // A launch cancelled a moment ago finished it.
+            drop(guard);
+            return self.wait_ready(id, pid, &image, 0).await;
+        }
         let mut vfio_args = Vec::new();
         if !gpus.is_empty() {
             self.vfio
@@ -1326,15 +1341,25 @@ impl Runtime for QemuRuntime {
                 .and_then(|b| serde_json::from_slice(&b).ok());
             let vfio = self.vfio.clone();
             let wanted = gpus.clone();
-            let a = tokio::task::spawn_blocking(move || vfio.prepare(&wanted, previous.as_ref()))
-                .await
-                .map_err(|e| err("binding the GPUs to vfio-pci", e))?
-                .map_err(|e| err("binding the GPUs to vfio-pci", e))?;
-            write_private(
-                &self.vfio_file(id),
-                &serde_json::to_vec(&a).map_err(|e| err("saving the GPU binding", e))?,
-            )?;
-            vfio_args = vfio::qemu_args(&a);
+            let record = self.vfio_file(id);
+            // Bound and recorded together, so removal always knows what to give back.
+            let (bound, g) =
+                crate::runtime::to_the_end(guard, "binding the GPUs to vfio-pci", async move {
+                    let a = tokio::task::spawn_blocking(move || {
+                        vfio.prepare(&wanted, previous.as_ref())
+                    })
+                    .await
+                    .map_err(|e| err("binding the GPUs to vfio-pci", e))?
+                    .map_err(|e| err("binding the GPUs to vfio-pci", e))?;
+                    write_private(
+                        &record,
+                        &serde_json::to_vec(&a).map_err(|e| err("saving the GPU binding", e))?,
+                    )?;
+                    Ok::<_, RuntimeError>(a)
+                })
+                .await?;
+            guard = g;
+            vfio_args = vfio::qemu_args(&bound?);
         }
         let net = match self.net_up(spec).await {
             Ok(n) => n,
@@ -1388,7 +1413,11 @@ impl Runtime for QemuRuntime {
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]).args(qemu_args(&launch));
         tracing::info!(instance = %id, accel = %accel.accel, "starting VM");
-        if let Err(e) = run_ok(&mut cmd, "QEMU did not start").await {
+        let (started, guard) = crate::runtime::to_the_end(guard, "starting QEMU", async move {
+            run_ok(&mut cmd, "QEMU did not start").await
+        })
+        .await?;
+        if let Err(e) = started {
             let _ = self.after_exit(id).await;
             return Err(e);
         }
@@ -1399,6 +1428,8 @@ impl Runtime for QemuRuntime {
                 console_tail(&dir)
             )));
         };
+        // Up: a removal from here on finds it by its PID file.
+        drop(guard);
         if let Err(e) = self.wait_ready(id, pid, &image, console_from).await {
             self.hard_stop(id, pid).await;
             let _ = self.after_exit(id).await;
@@ -1413,6 +1444,7 @@ impl Runtime for QemuRuntime {
     }
 
     async fn stop(&self, id: &str, how: StopType) -> Result<(), RuntimeError> {
+        let _launch = self.launches.lock(id).await;
         let Some(pid) = self.pid(id) else {
             return self.after_exit(id).await;
         };
@@ -1463,6 +1495,7 @@ impl Runtime for QemuRuntime {
     }
 
     async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
+        let launch = self.launches.lock(id).await;
         if let Some(pid) = self.pid(id) {
             self.hard_stop(id, pid).await;
             if pid_alive(pid) {
@@ -1480,6 +1513,8 @@ impl Runtime for QemuRuntime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        drop(launch);
+        self.launches.forget(id);
         Ok(())
     }
 

@@ -136,6 +136,164 @@ pub trait Runtime: Send + Sync + 'static {
     }
 }
 
+/// Per-instance locks that keep removal from running beside a launch.
+///
+/// The agent cancels a boot in progress when the instance is terminated.
+/// Some launch steps outlive a cancelled future: QEMU daemonizes and writes
+/// its PID file on its own; binding GPUs to `vfio-pci` runs on a blocking
+/// thread; `runc run` creates the container whatever happens to its caller.
+/// A launch holds its instance's lock and runs such steps with
+/// [`to_the_end`], which carries the lock into a task of its own; `stop`
+/// and `destroy` take the lock first. So a removal that follows a
+/// cancellation waits for the step to finish and then finds (and removes)
+/// what it made, instead of missing a VM that appears a moment later with
+/// GPUs the control plane has already given back.
+#[derive(Debug, Default)]
+pub struct InstanceLocks(
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+);
+
+/// One instance's lock, held.
+pub type InstanceGuard = tokio::sync::OwnedMutexGuard<()>;
+
+impl InstanceLocks {
+    /// Waits for and takes `id`'s lock.
+    pub async fn lock(&self, id: &str) -> InstanceGuard {
+        let m = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        m.lock_owned().await
+    }
+
+    /// Drops `id`'s entry (after it is destroyed).
+    pub fn forget(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
+/// Runs `step` to its end in a task of its own while holding `guard`, even
+/// if the caller is cancelled meanwhile, and hands the guard back.
+pub async fn to_the_end<T: Send + 'static>(
+    guard: InstanceGuard,
+    what: &str,
+    step: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<(T, InstanceGuard), RuntimeError> {
+    tokio::spawn(async move {
+        let out = step.await;
+        (out, guard)
+    })
+    .await
+    .map_err(|e| RuntimeError::new(format!("{what}: {e}")))
+}
+
+/// Whether a name is an instance ID (and so one safe path component).
+fn looks_like_instance(id: &str) -> bool {
+    gpucloud_api_types::ids::is_valid(gpucloud_api_types::ids::IdKind::Instance, id)
+}
+
+/// A runtime this host lacks right now (its programs are missing, the agent
+/// is not root…), standing in for it so that an instance it left on the
+/// host is never reported gone. The runtime's state directory is the
+/// evidence: an instance with a directory there is reported present
+/// (stopped, since nothing here can look inside it) and every operation on
+/// it fails with the reason; one without is truly absent. Without this, an
+/// agent restarted while, say, QEMU is being upgraded would report a VM it
+/// was told to remove as `Absent`, and the control plane would hand the GPUs
+/// that VM still holds to someone else.
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    kind: RuntimeKind,
+    dir: std::path::PathBuf,
+    why: String,
+}
+
+impl Unavailable {
+    /// Stands in for `kind`, whose instances would live under `dir`, missing because of `why`.
+    pub fn new(kind: RuntimeKind, dir: std::path::PathBuf, why: impl Into<String>) -> Self {
+        Self {
+            kind,
+            dir,
+            why: why.into(),
+        }
+    }
+
+    fn present(&self, id: &str) -> bool {
+        looks_like_instance(id) && self.dir.join(id).exists()
+    }
+
+    fn refuse(&self, id: &str) -> RuntimeError {
+        RuntimeError::new(format!(
+            "this host's `{}` runtime is unavailable ({}); {} cannot be managed until it is back (run `gpucloud doctor` on the host)",
+            self.kind.as_str(),
+            self.why,
+            if self.present(id) {
+                format!("instance {id}, whose files remain in {},", self.dir.display())
+            } else {
+                format!("instance {id}")
+            }
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for Unavailable {
+    fn kinds(&self) -> Vec<RuntimeKind> {
+        vec![self.kind]
+    }
+
+    async fn list(&self) -> Result<Vec<(String, Power)>, RuntimeError> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(vec![]);
+        };
+        Ok(entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|id| looks_like_instance(id))
+            .map(|id| (id, Power::Stopped))
+            .collect())
+    }
+
+    async fn status(&self, id: &str) -> Result<Option<Power>, RuntimeError> {
+        Ok(self.present(id).then_some(Power::Stopped))
+    }
+
+    async fn create(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        Err(self.refuse(&spec.instance_id))
+    }
+
+    async fn update(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        Err(self.refuse(&spec.instance_id))
+    }
+
+    async fn start(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        Err(self.refuse(&spec.instance_id))
+    }
+
+    async fn stop(&self, id: &str, _how: StopType) -> Result<(), RuntimeError> {
+        if self.present(id) {
+            Err(self.refuse(id))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn reboot(&self, spec: &InstanceSpec, _how: StopType) -> Result<(), RuntimeError> {
+        Err(self.refuse(&spec.instance_id))
+    }
+
+    async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
+        if self.present(id) {
+            Err(self.refuse(id))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// Kills a process and every process below it, as TAT does when a command
 /// passes its `Timeout`: each process is stopped before its children are
 /// read (so it cannot start new ones), children are killed before their
@@ -235,6 +393,63 @@ pub const KILL_TREE_SH: &str = "t() { kill -STOP \"$1\" 2>/dev/null; for c in $(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_launch_step_finishes_and_holds_removal_off_when_its_caller_is_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = dir.path().join("qemu.pid");
+        let locks = std::sync::Arc::new(InstanceLocks::default());
+        let (l, m) = (locks.clone(), made.clone());
+        let (began_tx, began) = tokio::sync::oneshot::channel();
+        let launch = tokio::spawn(async move {
+            let guard = l.lock("ins-abcd1234").await;
+            let ((), _guard) = to_the_end(guard, "launching", async move {
+                let _ = began_tx.send(());
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                std::fs::write(&m, b"4242").unwrap();
+            })
+            .await
+            .unwrap();
+            // The caller would go on to wait for the guest here.
+            std::future::pending::<()>().await;
+        });
+        began.await.unwrap();
+        launch.abort(); // a terminate during the boot
+        let _removal = locks.lock("ins-abcd1234").await;
+        assert!(
+            made.exists(),
+            "removal waited for the launch step to finish"
+        );
+        // Other instances are not held up.
+        let _other = locks.lock("ins-efgh5678").await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_runtime_never_reports_an_instance_it_left_as_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("ins-abcd1234")).unwrap();
+        let rt = Unavailable::new(
+            RuntimeKind::Qemu,
+            dir.path().into(),
+            "qemu-system-x86_64 is not installed",
+        );
+        assert_eq!(
+            rt.status("ins-abcd1234").await.unwrap(),
+            Some(Power::Stopped)
+        );
+        let e = rt.destroy("ins-abcd1234").await.unwrap_err();
+        assert!(e.0.contains("qemu-system-x86_64 is not installed"), "{e}");
+        assert!(e.0.contains("gpucloud doctor"), "{e}");
+        assert!(rt.stop("ins-abcd1234", StopType::Hard).await.is_err());
+        assert_eq!(
+            rt.list().await.unwrap(),
+            vec![("ins-abcd1234".to_string(), Power::Stopped)]
+        );
+        // Nothing of another instance is here: it is gone, and removing it is done.
+        assert_eq!(rt.status("ins-efgh5678").await.unwrap(), None);
+        rt.destroy("ins-efgh5678").await.unwrap();
+        assert_eq!(rt.status("../etc").await.unwrap(), None);
+    }
 
     #[test]
     fn reinstalls_are_counted_once() {
