@@ -98,6 +98,36 @@ impl State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ReservationId(u64);
 
+/// A request's reservation, given back when dropped unless committed: a
+/// request cancelled between reserving and committing (its deadline passed
+/// while it waited for the database) never strands capacity in memory — a
+/// host with a reservation pending is not reloaded, so it would stay
+/// stranded until a restart. The database has the last word either way: if
+/// the transaction had committed just before, the next claim on that host
+/// meets the database's refusal and the host is reloaded.
+#[must_use = "a reservation is cancelled when dropped"]
+pub struct Held<'a> {
+    sched: &'a Scheduler,
+    id: Option<ReservationId>,
+}
+
+impl Held<'_> {
+    /// The reservation is in the database now.
+    pub fn commit(mut self) {
+        if let Some(id) = self.id.take() {
+            self.sched.commit(id);
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.sched.cancel(id);
+        }
+    }
+}
+
 /// The scheduler.
 #[derive(Default)]
 pub struct Scheduler {
@@ -358,6 +388,14 @@ impl Scheduler {
         Some((ReservationId(id), add))
     }
 
+    /// Guards a reservation for a request: see [`Held`].
+    pub fn hold(&self, id: ReservationId) -> Held<'_> {
+        Held {
+            sched: self,
+            id: Some(id),
+        }
+    }
+
     /// The reservation is in the database now.
     pub fn commit(&self, id: ReservationId) {
         let mut st = self.lock();
@@ -456,6 +494,33 @@ mod tests {
             spread: None,
             exclude_hosts: vec![],
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_cancelled_mid_way_gives_its_reservation_back() {
+        let s = std::sync::Arc::new(Scheduler::new());
+        s.resync(&[host("a")]);
+        let free = |s: &Scheduler| s.with_index(|i| i.host("a").unwrap().free_gpus());
+        // A request that reserves and then waits on a database that does not
+        // answer before its deadline.
+        let s2 = s.clone();
+        let request = async move {
+            let (id, _) = s2.reserve(&req(), 2, 2).unwrap();
+            let _held = s2.hold(id);
+            std::future::pending::<()>().await;
+        };
+        let r = tokio::time::timeout(std::time::Duration::from_millis(50), request).await;
+        assert!(r.is_err(), "the deadline passed");
+        assert_eq!(free(&s), 8, "given back");
+        assert_eq!(
+            s.stale(&[("a".into(), 2)]),
+            (vec!["a".to_string()], vec![]),
+            "reloadable"
+        );
+        // Committed: it stays taken.
+        let (id, _) = s.reserve(&req(), 2, 2).unwrap();
+        s.hold(id).commit();
+        assert_eq!(free(&s), 6);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::api::front::Ctx;
 use crate::app::{internal, tx_error};
-use crate::sched::{runtime_bit, ReservationId};
+use crate::sched::{runtime_bit, Held};
 use crate::App;
 use gpucloud_api_types::cvm::{
     DataDisk, GpuHealth, GpuInfo, Instance, InternetAccessible, LoginSettings, Placement,
@@ -143,8 +143,9 @@ pub async fn place(app: &App, ctx: &Ctx, spec: &PlaceSpec) -> Result<Vec<String>
             .sched
             .reserve(&req, spec.count, spec.min_count)
             .map_err(fail)?;
+        let res = app.sched.hold(res);
         if spec.dry_run {
-            app.sched.cancel(res);
+            drop(res);
             let group = spec.group.as_ref().map(|g| (g.id.as_str(), g.quota));
             app.store
                 .launch_limits_check(scope, placements.len() as i64, group)
@@ -179,23 +180,23 @@ pub async fn place(app: &App, ctx: &Ctx, spec: &PlaceSpec) -> Result<Vec<String>
         };
         match app.store.instances_create(scope, &batch).await {
             Ok(Created::New(ids)) => {
-                app.sched.commit(res);
+                res.commit();
                 for h in &hosts {
                     app.gateway.poke(h);
                 }
                 return Ok(ids);
             }
             Ok(Created::Existing(ids)) => {
-                app.sched.cancel(res);
+                drop(res);
                 return Ok(ids);
             }
             Err(TxError::HostConflict(h)) => {
-                app.sched.cancel(res);
+                drop(res);
                 tracing::debug!(host = %h, attempt, "placement lost a race; re-planning");
                 refresh(app, &h).await?;
             }
             Err(e) => {
-                app.sched.cancel(res);
+                drop(res);
                 return Err(tx_error(e));
             }
         }
@@ -287,7 +288,7 @@ pub async fn start(app: &App, ctx: &Ctx, ids: &[String]) -> Result<(), CloudErro
 async fn start_once(app: &App, ctx: &Ctx, ids: &[String]) -> Result<(), TxError> {
     let rows = load(app, &ctx.scope, ids).await?;
     let mut opts = TransitionOpts::default();
-    let mut reservations: Vec<ReservationId> = Vec::new();
+    let mut reservations: Vec<Held<'_>> = Vec::new();
     for r in rows
         .iter()
         .filter(|r| !r.resources_held && r.state == InstanceState::Stopped)
@@ -301,16 +302,14 @@ async fn start_once(app: &App, ctx: &Ctx, ids: &[String]) -> Result<(), TxError>
             (r.memory_gib.max(0) as u64) * 1024,
         ) {
             Some((res, gpus)) => {
-                reservations.push(res);
+                reservations.push(app.sched.hold(res));
                 opts.reclaims.insert(
                     r.instance_id.clone(),
                     gpus.iter().map(|g| i64::from(*g)).collect(),
                 );
             }
             None => {
-                for res in reservations {
-                    app.sched.cancel(res);
-                }
+                drop(reservations);
                 return Err(CloudError::InsufficientCapacity {
                     instance_type: r.instance_type.clone(),
                     zone: r.zone.clone(),
@@ -329,16 +328,12 @@ async fn start_once(app: &App, ctx: &Ctx, ids: &[String]) -> Result<(), TxError>
         .await;
     match result {
         Ok(rows) => {
-            for res in reservations {
-                app.sched.commit(res);
-            }
+            reservations.into_iter().for_each(Held::commit);
             poke(app, &rows);
             Ok(())
         }
         Err(e) => {
-            for res in reservations {
-                app.sched.cancel(res);
-            }
+            drop(reservations);
             Err(e)
         }
     }
@@ -418,7 +413,7 @@ pub async fn resize(
         };
         let (res, plan) = match on_spot {
             Some((res, add)) => (
-                res,
+                app.sched.hold(res),
                 ResizePlan::SameHost {
                     add: add.iter().map(|g| i64::from(*g)).collect(),
                     drop: drop.iter().map(|g| i64::from(*g)).collect(),
@@ -443,7 +438,7 @@ pub async fn resize(
                     .map_err(|e| no_fit(e, new, &row.zone, &row.image_id, &row.runtime))?;
                 let p = placed.remove(0);
                 (
-                    res,
+                    app.sched.hold(res),
                     ResizePlan::Move {
                         host_id: p.host_id,
                         gpus: p.gpus.iter().map(|g| i64::from(*g)).collect(),
@@ -470,7 +465,7 @@ pub async fn resize(
             .await
         {
             Ok(after) => {
-                app.sched.commit(res);
+                res.commit();
                 if let ResizePlan::SameHost { .. } = plan {
                     if dcpu < 0 || dmem < 0 {
                         app.sched
@@ -484,11 +479,11 @@ pub async fn resize(
                 return Ok(());
             }
             Err(TxError::HostConflict(h)) => {
-                app.sched.cancel(res);
+                std::mem::drop(res);
                 refresh(app, &h).await?;
             }
             Err(e) => {
-                app.sched.cancel(res);
+                std::mem::drop(res);
                 return Err(tx_error(e));
             }
         }
