@@ -359,6 +359,28 @@ pub enum CloudError {
     /// Unknown subnet.
     #[error("subnet {0} does not exist")]
     SubnetNotFound(String),
+    /// A value longer than its parameter allows.
+    #[error("{name} is longer than {max} characters")]
+    ValueTooLong { name: String, max: usize },
+    /// A time that is not `YYYY-MM-DD hh:mm:ss`.
+    #[error("{name}: `{value}` is not a time")]
+    InvalidTimeFormat { name: String, value: String },
+    /// A VPC ID that is not shaped like one.
+    #[error("malformed VPC ID {0}")]
+    VpcIdMalformed(String),
+    /// A subnet ID that is not shaped like one.
+    #[error("malformed subnet ID {0}")]
+    SubnetIdMalformed(String),
+    /// The subnet is in another VPC.
+    #[error("subnet {subnet} is not in {vpc}")]
+    VpcSubnetMismatch { subnet: String, vpc: String },
+    /// The subnet is in another zone.
+    #[error("subnet {subnet} is in {subnet_zone}, not {zone}")]
+    SubnetZoneMismatch {
+        subnet: String,
+        subnet_zone: String,
+        zone: String,
+    },
     /// Unknown security group.
     #[error("security group {0} does not exist")]
     SecurityGroupNotFound(String),
@@ -536,6 +558,12 @@ impl CloudError {
             PlacementGroupNotEmpty(_) => "FailedOperation.PlacementSetNotEmpty",
             VpcNotFound(_) => "InvalidParameterValue.VpcIdNotExist",
             SubnetNotFound(_) => "InvalidParameterValue.SubnetNotExist",
+            VpcIdMalformed(_) => "InvalidParameterValue.VpcIdMalformed",
+            InvalidTimeFormat { .. } => "InvalidParameterValue.InvalidTimeFormat",
+            ValueTooLong { .. } => "InvalidParameterValue.TooLong",
+            SubnetIdMalformed(_) => "InvalidParameterValue.SubnetIdMalformed",
+            VpcSubnetMismatch { .. } => "InvalidParameterValue.VpcIdSubnetIdNotMatch",
+            SubnetZoneMismatch { .. } => "InvalidParameterValue.SubnetIdZoneIdNotMatch",
             SecurityGroupNotFound(_) => "InvalidSecurityGroupId.NotFound",
             SubnetFull(_) => "FailedOperation.NoAvailableIpAddressCountInSubnet",
             TatInvalidInstanceId(_) => "InvalidParameterValue.InvalidInstanceId",
@@ -834,6 +862,30 @@ impl CloudError {
             SubnetNotFound(s) => (
                 format!("The subnet `{s}` does not exist."),
                 format!("子网 `{s}` 不存在。"),
+            ),
+            ValueTooLong { name, max } => (
+                format!("{name} is too long: at most {max} characters."),
+                format!("{name} 过长，最多 {max} 个字符。"),
+            ),
+            InvalidTimeFormat { name, value } => (
+                format!("`{value}` in {name} is not a time: write it like 2024-06-01 00:00:00 (UTC)."),
+                format!("{name} 中的 `{value}` 不是合法的时间，格式应为 2024-06-01 00:00:00（UTC）。"),
+            ),
+            VpcIdMalformed(v) => (
+                format!("`{v}` is not a VPC ID: VPC IDs look like vpc-xxxxxxxx. Your instances' VPC is in DescribeInstances (VirtualPrivateCloud.VpcId)."),
+                format!("`{v}` 不是合法的私有网络 ID，格式应为 vpc-xxxxxxxx，可在 DescribeInstances 的 VirtualPrivateCloud.VpcId 中查看。"),
+            ),
+            SubnetIdMalformed(s) => (
+                format!("`{s}` is not a subnet ID: subnet IDs look like subnet-xxxxxxxx. Your instances' subnet is in DescribeInstances (VirtualPrivateCloud.SubnetId)."),
+                format!("`{s}` 不是合法的子网 ID，格式应为 subnet-xxxxxxxx，可在 DescribeInstances 的 VirtualPrivateCloud.SubnetId 中查看。"),
+            ),
+            VpcSubnetMismatch { subnet, vpc } => (
+                format!("The subnet `{subnet}` is not in the VPC `{vpc}`. Pick a subnet of that VPC, or leave VirtualPrivateCloud out for the zone's default."),
+                format!("子网 `{subnet}` 不属于私有网络 `{vpc}`，请选择该私有网络中的子网，或不填 VirtualPrivateCloud 以使用可用区的默认网络。"),
+            ),
+            SubnetZoneMismatch { subnet, subnet_zone, zone } => (
+                format!("The subnet `{subnet}` is in the zone `{subnet_zone}`, not `{zone}`. Launch in `{subnet_zone}` or pick a subnet in `{zone}`."),
+                format!("子网 `{subnet}` 位于可用区 `{subnet_zone}`，而不是 `{zone}`。请在 `{subnet_zone}` 中创建实例，或选择位于 `{zone}` 的子网。"),
             ),
             SecurityGroupNotFound(s) => (
                 format!("The security group `{s}` does not exist."),

@@ -178,10 +178,12 @@ impl Zone {
     /// Parses `<region>-<n>`, where region is known and 1 ≤ n ≤ 99.
     pub fn parse(s: &str) -> Option<Self> {
         let (reg, n) = s.rsplit_once('-')?;
-        let number: u32 = n.parse().ok().filter(|n| (1..=99).contains(n))?;
-        if n.starts_with('0') {
+        // Digits only (`u32::parse` takes `+3`), no leading zero: one
+        // spelling per zone.
+        if n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
+        let number: u32 = n.parse().ok().filter(|n| (1..=99).contains(n))?;
         Some(Self {
             region: region(reg)?.code,
             number,
@@ -251,6 +253,8 @@ mod tests {
             "上海十二区"
         );
         assert!(Zone::parse("ap-guangzhou").is_none());
+        assert!(Zone::parse("ap-guangzhou-+3").is_none());
+        assert!(Zone::parse("ap-guangzhou-03").is_none());
         assert!(Zone::parse("ap-nowhere-1").is_none());
         assert!(Zone::parse("ap-guangzhou-0").is_none());
         assert!(Zone::parse("ap-guangzhou-03").is_none());

@@ -122,13 +122,24 @@ pub fn instance_names(base: &str, count: usize) -> Result<Vec<String>, CloudErro
     if let Some(start) = base.find("{R:") {
         if let Some(len) = base[start..].find('}') {
             let num = &base[start + 3..start + len];
-            let first: u64 = num.parse().map_err(|_| {
-                CloudError::value("InstanceName", format!("`{{R:{num}}}` must hold a number"))
-            })?;
+            let bad = || {
+                CloudError::value(
+                    "InstanceName",
+                    format!("`{{R:{num}}}` must hold a number of at most 9 digits"),
+                )
+            };
+            if num.is_empty() || num.len() > 9 || !num.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            let first: u64 = num.parse().map_err(|_| bad())?;
             let (pre, post) = (&base[..start], &base[start + len + 1..]);
-            return Ok((0..count as u64)
+            let names: Vec<String> = (0..count as u64)
                 .map(|i| format!("{pre}{}{post}", first + i))
-                .collect());
+                .collect();
+            if names.iter().any(|n| n.chars().count() > MAX_INSTANCE_NAME) {
+                return Err(CloudError::InstanceNameTooLong(MAX_INSTANCE_NAME));
+            }
+            return Ok(names);
         }
     }
     if count == 1 {
@@ -201,6 +212,20 @@ mod tests {
             vec!["node3-gpu", "node4-gpu"]
         );
         assert!(instance_names("n{R:x}", 2).is_err());
+        for bad in ["n{R:18446744073709551615}", "n{R:+3}", "n{R:}", "n{R:-1}"] {
+            assert!(
+                matches!(
+                    instance_names(bad, 2),
+                    Err(CloudError::InvalidParameterValue { .. })
+                ),
+                "{bad}"
+            );
+        }
+        let long = format!("{}{{R:999999999}}", "a".repeat(MAX_INSTANCE_NAME - 9));
+        assert_eq!(
+            instance_names(&long, 2),
+            Err(CloudError::InstanceNameTooLong(MAX_INSTANCE_NAME))
+        );
         assert!(instance_names(&"n".repeat(129), 1).is_err());
     }
 }

@@ -427,6 +427,28 @@ async fn spread_groups_and_validation() {
             "InvalidZone.MismatchRegion",
         ),
         (
+            bad(json!({"Placement": {"Zone": "ap-guangzhou-+3"}})),
+            "InvalidZone.MismatchRegion",
+        ),
+        (
+            bad(json!({"InstanceName": "n{R:18446744073709551615}", "InstanceCount": 2})),
+            "InvalidParameterValue",
+        ),
+        (
+            bad(json!({"VirtualPrivateCloud": {"VpcId": "my-vpc", "SubnetId": "subnet-zzzzzzzz"}})),
+            "InvalidParameterValue.VpcIdMalformed",
+        ),
+        (
+            bad(json!({"VirtualPrivateCloud": {"VpcId": "vpc-zzzzzzzz", "SubnetId": "sub1"}})),
+            "InvalidParameterValue.SubnetIdMalformed",
+        ),
+        (
+            bad(
+                json!({"VirtualPrivateCloud": {"VpcId": "vpc-zzzzzzzz", "SubnetId": "subnet-zzzzzzzz"}}),
+            ),
+            "InvalidParameterValue.VpcIdNotExist",
+        ),
+        (
             bad(json!({"InstanceCount": 501})),
             "InvalidParameterValue.Range",
         ),
@@ -468,7 +490,21 @@ async fn spread_groups_and_validation() {
     // Describe validation.
     assert_eq!(
         code(c.cvm("DescribeInstances", json!({"InstanceIds": ["ins-aaaaaaaa"], "Filters": [{"Name": "zone", "Values": ["x"]}]})).await),
-        "InvalidParameterCombination"
+        "InvalidParameter"
+    );
+    assert_eq!(
+        code(
+            c.cvm(
+                "DescribeInstances",
+                json!({"Filters": [{"Name": "creation-start-time", "Values": ["2024/01/01"]}]})
+            )
+            .await
+        ),
+        "InvalidParameterValue.InvalidTimeFormat"
+    );
+    assert_eq!(
+        code(c.cvm("DescribeInstances", json!({"Filters": [{"Name": "creation-end-time", "Values": ["2024-01-01 00:00:00", "2025-01-01 00:00:00"]}]})).await),
+        "InvalidParameterValue"
     );
     assert_eq!(
         code(
@@ -814,8 +850,15 @@ async fn reset_instance_reinstalls_and_runs() {
     }
     assert_eq!(seq(&cloud).await, 0, "refusals change nothing");
 
-    // Running: reinstalled, restarted, with the new login and host name.
-    reset(json!({"InstanceId": id, "HostName": "fresh-host", "LoginSettings": {"Password": "Gpu-Cloud-2026x"}}))
+    // Running: reinstalled, restarted, with the new login and host name
+    // (naming the disk it has is no change).
+    let disk = c
+        .cvm("DescribeInstances", json!({"InstanceIds": [id]}))
+        .await
+        .unwrap()["InstanceSet"][0]["SystemDisk"]
+        .clone();
+    let same_disk = json!({"DiskType": disk["DiskType"], "DiskSize": disk["DiskSize"]});
+    reset(json!({"InstanceId": id, "HostName": "fresh-host", "LoginSettings": {"Password": "Gpu-Cloud-2026x"}, "SystemDisk": same_disk}))
         .await
         .unwrap();
     let i = c
@@ -898,6 +941,14 @@ async fn catalog_and_prices() {
     assert_eq!(p["Price"]["InstancePrice"]["UnitPrice"], 69.44);
     let p = c.cvm("InquiryPriceRunInstances", json!({"Placement": {"Zone": "ap-guangzhou-3"}, "ImageId": "img-gc0ubt22", "InstanceType": "GT5.6XLARGE240", "InstanceChargeType": "PREPAID", "InstanceChargePrepaid": {"Period": 12}})).await.unwrap();
     assert_eq!(p["Price"]["InstancePrice"]["Discount"], 83.0);
+    // A price only for what RunInstances would take.
+    for (bw, want) in [
+        (-5, "InvalidParameterValue.Range"),
+        (10, "UnsupportedOperation"),
+    ] {
+        let r = c.cvm("InquiryPriceRunInstances", json!({"Placement": {"Zone": "ap-guangzhou-3"}, "ImageId": "img-gc0ubt22", "InstanceType": "GT5.6XLARGE240", "InternetAccessible": {"InternetMaxBandwidthOut": bw}})).await;
+        assert_eq!(code(r), want, "{bw}");
+    }
     let id = run_one(&c, "GT5.6XLARGE240").await;
     let p = c
         .cvm(

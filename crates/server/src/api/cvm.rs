@@ -670,10 +670,15 @@ async fn vpc_check(app: &App, ctx: &Ctx, zone: &str, v: &Option<VirtualPrivateCl
         .subnet_id
         .clone()
         .ok_or_else(|| CloudError::MissingParameter("VirtualPrivateCloud.SubnetId".into()))?;
-    if !is_valid(IdKind::Vpc, &vpc)
-        || !gpucloud_store::network::vpc_exists(&app.store, &ctx.scope, &vpc)
-            .await
-            .map_err(internal)?
+    if !is_valid(IdKind::Vpc, &vpc) {
+        return Err(CloudError::VpcIdMalformed(vpc));
+    }
+    if !is_valid(IdKind::Subnet, &subnet) {
+        return Err(CloudError::SubnetIdMalformed(subnet));
+    }
+    if !gpucloud_store::network::vpc_exists(&app.store, &ctx.scope, &vpc)
+        .await
+        .map_err(internal)?
     {
         return Err(CloudError::VpcNotFound(vpc));
     }
@@ -682,16 +687,14 @@ async fn vpc_check(app: &App, ctx: &Ctx, zone: &str, v: &Option<VirtualPrivateCl
         .map_err(internal)?
         .ok_or_else(|| CloudError::SubnetNotFound(subnet.clone()))?;
     if svpc != vpc {
-        return Err(CloudError::value(
-            "VirtualPrivateCloud.SubnetId",
-            format!("subnet {subnet} is not in {vpc}"),
-        ));
+        return Err(CloudError::VpcSubnetMismatch { subnet, vpc });
     }
     if szone != zone {
-        return Err(CloudError::value(
-            "VirtualPrivateCloud.SubnetId",
-            format!("subnet {subnet} is in {szone}, not {zone}"),
-        ));
+        return Err(CloudError::SubnetZoneMismatch {
+            subnet,
+            subnet_zone: szone,
+            zone: zone.to_string(),
+        });
     }
     if v.private_ip_addresses
         .as_ref()
@@ -918,14 +921,18 @@ const INSTANCE_FILTERS: &[&str] = &[
     "tag:",
 ];
 
-fn parse_time(name: &str, s: &str) -> R<i64> {
+fn parse_time(name: &str, values: &[String]) -> R<i64> {
+    let [s] = values else {
+        return Err(CloudError::value(
+            format!("Filters.{name}"),
+            "takes exactly one time",
+        ));
+    };
     chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
         .map(|t| t.and_utc().timestamp_millis())
-        .map_err(|_| {
-            CloudError::value(
-                format!("Filters.{name}"),
-                format!("`{s}` is not a time like 2024-06-01 00:00:00"),
-            )
+        .map_err(|_| CloudError::InvalidTimeFormat {
+            name: format!("Filters.{name}"),
+            value: s.clone(),
         })
 }
 
@@ -949,9 +956,12 @@ pub async fn describe_instances(
     if req.instance_ids.as_ref().is_some_and(|v| !v.is_empty())
         && req.filters.as_ref().is_some_and(|v| !v.is_empty())
     {
-        return Err(CloudError::ParameterCombination(
-            "InstanceIds and Filters cannot be used together".into(),
-        ));
+        // DescribeInstances answers this with InvalidParameter (its list
+        // has no InvalidParameterCombination).
+        return Err(CloudError::InvalidParameter {
+            name: "InstanceIds, Filters".into(),
+            detail: "InstanceIds and Filters cannot be used together; send one of them".into(),
+        });
     }
     let wanted = ids(
         "InstanceIds",
@@ -999,8 +1009,8 @@ pub async fn describe_instances(
                     })?);
                 }
             }
-            "creation-start-time" => q.created_after = Some(parse_time(name, &v[0])?),
-            "creation-end-time" => q.created_before = Some(parse_time(name, &v[0])?),
+            "creation-start-time" => q.created_after = Some(parse_time(name, &v)?),
+            "creation-end-time" => q.created_before = Some(parse_time(name, &v)?),
             "public-ip-address" | "ipv6-address" | "dedicated-cluster-id" => nothing = true,
             _ => in_memory.push((name.clone(), v)),
         }
@@ -1116,7 +1126,12 @@ pub async fn start_instances(app: &App, ctx: &Ctx, req: StartInstancesRequest) -
 pub async fn stop_instances(app: &App, ctx: &Ctx, req: StopInstancesRequest) -> R<Empty> {
     let ids = instance_ids(req.instance_ids)?;
     let stop_type = match (&req.stop_type, req.force_stop) {
-        (Some(s), _) => {
+        (Some(_), Some(_)) => {
+            return Err(CloudError::ParameterCombination(
+                "ForceStop is deprecated and cannot be used with StopType; send StopType alone (HARD for a forced stop)".into(),
+            ))
+        }
+        (Some(s), None) => {
             one_of("StopType", s, STOP_TYPES)?;
             s.clone()
         }
@@ -1148,7 +1163,12 @@ pub async fn stop_instances(app: &App, ctx: &Ctx, req: StopInstancesRequest) -> 
 pub async fn reboot_instances(app: &App, ctx: &Ctx, req: RebootInstancesRequest) -> R<Empty> {
     let ids = instance_ids(req.instance_ids)?;
     let stop_type = match (&req.stop_type, req.force_reboot) {
-        (Some(s), _) => {
+        (Some(_), Some(_)) => {
+            return Err(CloudError::ParameterCombination(
+                "ForceReboot is deprecated and cannot be used with StopType; send StopType alone (HARD for a forced reboot)".into(),
+            ))
+        }
+        (Some(s), None) => {
             one_of("StopType", s, STOP_TYPES)?;
             s.clone()
         }
@@ -1721,10 +1741,19 @@ pub async fn reset_instance(app: &App, ctx: &Ctx, req: ResetInstanceRequest) -> 
         .remove(0);
     let image_id = req.image_id.clone().unwrap_or_else(|| row.image_id.clone());
     let image = images::visible(&app.store, &ctx.scope, &image_id).await?;
-    if req.system_disk.is_some() && system_disk_of(&req.system_disk)? != row.system_disk {
-        return Err(CloudError::Unsupported(
-            "changing the system disk's type or size on reinstall; leave SystemDisk out".into(),
-        ));
+    if let Some(d) = &req.system_disk {
+        // Well formed, and the disk the instance has: its type and size
+        // (the disk keeps its ID).
+        system_disk_of(&req.system_disk)?;
+        let has_type = row.system_disk.get("DiskType").and_then(|t| t.as_str());
+        let has_size = row.system_disk.get("DiskSize").and_then(|s| s.as_i64());
+        let other_type = d.disk_type.as_deref().is_some_and(|t| Some(t) != has_type);
+        let other_size = d.disk_size.is_some_and(|s| Some(s) != has_size);
+        if other_type || other_size {
+            return Err(CloudError::Unsupported(
+                "changing the system disk's type or size on reinstall; leave SystemDisk out".into(),
+            ));
+        }
     }
     if let Some(h) = &req.host_name {
         validate::host_name(h)?;
@@ -1840,7 +1869,13 @@ pub async fn create_disaster_recover_group(
         .name
         .clone()
         .ok_or_else(|| CloudError::MissingParameter("Name".into()))?;
-    if name.is_empty() || name.chars().count() > 60 {
+    if name.chars().count() > 60 {
+        return Err(CloudError::ValueTooLong {
+            name: "Name".into(),
+            max: 60,
+        });
+    }
+    if name.is_empty() {
         return Err(CloudError::value("Name", "1 to 60 characters"));
     }
     let kind = req
@@ -1993,6 +2028,9 @@ pub async fn inquiry_price_run_instances(
     } = launch_of(app, ctx, &req).await?;
     system_disk_of(&req.system_disk)?;
     data_disks_of(&req.data_disks)?;
+    // What RunInstances would refuse gets no price (public bandwidth is
+    // priced once it is on sale: `internet_of` decides).
+    internet_of(&req.internet_accessible)?;
     let bandwidth = req.internet_accessible.as_ref().and_then(|i| {
         let ct = i
             .internet_charge_type
@@ -2002,13 +2040,6 @@ pub async fn inquiry_price_run_instances(
             .filter(|b| *b > 0)
             .map(|b| (ct, b))
     });
-    if let Some((ct, _)) = &bandwidth {
-        one_of(
-            "InternetAccessible.InternetChargeType",
-            ct,
-            INTERNET_CHARGE_TYPES,
-        )?;
-    }
     Ok(InquiryPriceResponse {
         price: catalog::price(
             t,

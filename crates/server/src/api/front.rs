@@ -481,15 +481,33 @@ fn parse_form_pairs(pairs: &[(String, String)], skip: &[&str]) -> Result<Value, 
         .filter(|(k, _)| !skip.contains(&k.as_str()))
         .cloned()
         .collect();
-    unflatten(&kept).map_err(|e| CloudError::InvalidParameter {
+    let v = unflatten(&kept).map_err(|e| CloudError::InvalidParameter {
         name: "query".into(),
         detail: e.to_string(),
-    })
+    })?;
+    // Parameters have names: a query of bare indexes (`0=…`) would be a list,
+    // which the decoder would otherwise fill into fields by position.
+    if !v.is_object() {
+        return Err(CloudError::InvalidParameter {
+            name: "query".into(),
+            detail: "parameters have names (InstanceIds.0=…), not bare indexes".into(),
+        });
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_query_of_bare_indexes_is_refused() {
+        assert!(matches!(
+            parse_form("0=cmd-abcdefgh", &[]),
+            Err(CloudError::InvalidParameter { .. })
+        ));
+        assert_eq!(parse_form("", &[]).unwrap(), serde_json::json!({}));
+    }
 
     #[test]
     fn bodies() {
