@@ -23,6 +23,22 @@ pub struct Metrics {
 impl Metrics {
     /// Records one request.
     pub fn observe(&self, action: &str, code: &str, elapsed: Duration) {
+        // Only actions gpucloud serves become series: the name comes from the
+        // caller, and an arbitrary one would add a series per request (and
+        // could forge exposition lines).
+        let action = if crate::api::dispatch::ACTIONS
+            .iter()
+            .any(|(_, _, a)| *a == action)
+        {
+            action
+        } else {
+            "Unknown"
+        };
+        let code = if code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') {
+            code
+        } else {
+            "Unknown"
+        };
         let secs = elapsed.as_secs_f64();
         let mut m = self.series.lock().unwrap_or_else(|p| p.into_inner());
         let s = m.entry((action.to_string(), code.to_string())).or_default();
@@ -91,6 +107,24 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caller_chosen_names_do_not_become_series() {
+        let m = Metrics::default();
+        m.observe("RunInstances", "Success", Duration::from_millis(3));
+        m.observe("Evil\"} 1\nforged", "x\ny", Duration::from_millis(3));
+        m.observe("Bogus12345", "InvalidAction", Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("action=\"RunInstances\""));
+        assert!(
+            !text.contains("forged") && !text.contains("Bogus12345"),
+            "{text}"
+        );
+        assert!(
+            text.contains("action=\"Unknown\",code=\"Unknown\""),
+            "{text}"
+        );
+    }
 
     #[test]
     fn renders_counters_and_histograms() {

@@ -70,6 +70,14 @@ async fn the_command_library_refuses_bad_input_with_tat_codes() {
             "InvalidParameterValue.InvalidWorkingDirectory",
         ),
         (
+            json!({"CommandName": "x", "Content": ok, "WorkingDirectory": "/proc/self/fd/7"}),
+            "InvalidParameterValue.InvalidWorkingDirectory",
+        ),
+        (
+            json!({"CommandName": "x", "Content": ok, "WorkingDirectory": "/root/../../etc"}),
+            "InvalidParameterValue.InvalidWorkingDirectory",
+        ),
+        (
             json!({"CommandName": "x", "Content": ok, "EnableParameter": true}),
             "UnsupportedOperation",
         ),

@@ -260,11 +260,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         for g in gpus {
-            sqlx::query(
+            let n = sqlx::query(
                 "INSERT INTO gpus (gpu_id, host_id, idx, model, pci_address, numa_node, nvlink_domain, memory_mib, health, health_reason)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                  ON CONFLICT (gpu_id) DO UPDATE SET host_id = $2, idx = $3, model = $4, pci_address = $5, numa_node = $6,
-                   nvlink_domain = $7, memory_mib = $8, health = $9, health_reason = $10",
+                   nvlink_domain = $7, memory_mib = $8, health = $9, health_reason = $10
+                 WHERE gpus.host_id = $2",
             )
             .bind(&g.gpu_id)
             .bind(&h.host_id)
@@ -289,6 +290,11 @@ impl Store {
                 )),
                 other => other,
             })?;
+            if n.rows_affected() == 0 {
+                // Another host has it: a host never takes a GPU over by
+                // naming its UUID (it would corrupt the other host's claims).
+                tracing::warn!(host = %h.host_id, gpu = %g.gpu_id, "a GPU this host reports belongs to another host; remove that host first (gpucloud admin hosts remove); ignored");
+            }
         }
         // GPUs that disappeared.
         let known: Vec<String> = gpus.iter().map(|g| g.gpu_id.clone()).collect();

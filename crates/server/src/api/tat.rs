@@ -94,7 +94,12 @@ fn command_type_check(t: &str) -> R<()> {
 }
 
 fn working_directory_check(wd: &str) -> R<()> {
-    if !wd.starts_with('/') || wd.len() > 200 || wd.contains('\0') {
+    // An absolute, plain path inside the instance: no `.`/`..` steps, and
+    // nothing under /proc (a /proc/self/fd/N working directory is how old
+    // runc releases let a process out to the host's file system).
+    let plain = wd.split('/').skip(1).all(|c| c != "." && c != "..");
+    let under_proc = wd == "/proc" || wd.starts_with("/proc/");
+    if !wd.starts_with('/') || wd.len() > 200 || wd.contains('\0') || !plain || under_proc {
         return Err(CloudError::TatInvalidWorkingDirectory(wd.to_string()));
     }
     Ok(())
