@@ -260,6 +260,7 @@ impl Agent {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let report_delay = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(report_delay);
+        let mut report_failures: u32 = 0;
         let mut report_armed = false;
 
         loop {
@@ -459,8 +460,15 @@ impl Agent {
                     let result = self.link.report(&observed).await;
                     self.stats.record(&observed, result.is_ok());
                     if let Err(e) = result {
-                        tracing::debug!(host = %host_id, error = %e, "report failed; will retry");
-                        dirty = true;
+                        // Back off (retry, 2×, 4×, 8×): a control plane that is
+                        // down is not hammered by every agent at once.
+                        report_failures = report_failures.saturating_add(1);
+                        let wait = self.opts.retry * (1u32 << (report_failures - 1).min(3));
+                        tracing::debug!(host = %host_id, error = %e, retry_in_ms = wait.as_millis() as u64, "report failed; will retry");
+                        report_armed = true;
+                        report_delay.as_mut().reset(tokio::time::Instant::now() + wait);
+                    } else {
+                        report_failures = 0;
                     }
                     // Forget instances confirmed gone.
                     slots.retain(|_, s| !(s.spec.power == DesiredPower::Absent && s.status.power == ObservedPower::Absent && !s.busy && s.status.spec_generation >= s.spec.spec_generation));
