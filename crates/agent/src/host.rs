@@ -186,7 +186,9 @@ impl LocalHost {
                             images_dir: cfg.images_dir.clone(),
                             accel: cfg.vm_accel,
                             boot_timeout: Duration::from_secs(180),
-                            stop_timeout: Duration::from_secs(60),
+                            // A soft stop waits this long for the guest: a full
+                            // distribution under TCG on a busy host needs more than a minute.
+                            stop_timeout: Duration::from_secs(120),
                         },
                         crate::vfio::Vfio::host(),
                     ));
