@@ -38,9 +38,8 @@ use crate::vfio::{self, Assignment, Vfio};
 use base64::Engine as _;
 use gpucloud_agent_api::{InstanceSpec, RuntimeKind};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -127,7 +126,7 @@ pub struct QemuRuntime {
     verdict: Arc<OnceLock<AccelVerdict>>,
     vfio: Arc<Vfio>,
     /// One guest-agent conversation at a time per VM (the socket takes one client).
-    qga_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    qga_locks: crate::runtime::InstanceLocks,
     /// Network namespace and bridge changes, one at a time.
     net_lock: tokio::sync::Mutex<()>,
     /// Launches and removals of one VM never overlap.
@@ -676,7 +675,7 @@ impl QemuRuntime {
             cfg,
             verdict,
             vfio: Arc::new(vfio),
-            qga_locks: Mutex::new(HashMap::new()),
+            qga_locks: Default::default(),
             net_lock: tokio::sync::Mutex::new(()),
             launches: Default::default(),
         }
@@ -711,12 +710,7 @@ impl QemuRuntime {
     }
 
     fn qga_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.qga_locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(id.to_string())
-            .or_default()
-            .clone()
+        self.qga_locks.handle(id)
     }
 
     /// The running QEMU of an instance.
@@ -1509,10 +1503,7 @@ impl Runtime for QemuRuntime {
                 .await
                 .map_err(|e| err(&format!("removing {}", dir.display()), e))?;
         }
-        self.qga_locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.qga_locks.forget(id);
         drop(launch);
         self.launches.forget(id);
         Ok(())
@@ -1739,7 +1730,7 @@ mod tests {
 
     #[test]
     fn the_seed_is_nocloud_and_yaml_safe() {
-        let files: HashMap<_, _> = seed_files(&spec()).into_iter().collect();
+        let files: std::collections::HashMap<_, _> = seed_files(&spec()).into_iter().collect();
         let meta = String::from_utf8(files["meta-data"].clone()).unwrap();
         assert_eq!(
             meta,
@@ -1768,7 +1759,7 @@ mod tests {
         s.user_data = None;
         s.nic = None;
         s.ssh_keys.clear();
-        let files: HashMap<_, _> = seed_files(&s).into_iter().collect();
+        let files: std::collections::HashMap<_, _> = seed_files(&s).into_iter().collect();
         assert_eq!(
             files["vendor-data"],
             b"#cloud-config\ndisable_root: false\n"

@@ -157,16 +157,19 @@ pub struct InstanceLocks(
 pub type InstanceGuard = tokio::sync::OwnedMutexGuard<()>;
 
 impl InstanceLocks {
-    /// Waits for and takes `id`'s lock.
-    pub async fn lock(&self, id: &str) -> InstanceGuard {
-        let m = self
-            .0
+    /// `id`'s lock, to take (maybe several times).
+    pub fn handle(&self, id: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(id.to_string())
             .or_default()
-            .clone();
-        m.lock_owned().await
+            .clone()
+    }
+
+    /// Waits for and takes `id`'s lock.
+    pub async fn lock(&self, id: &str) -> InstanceGuard {
+        self.handle(id).lock_owned().await
     }
 
     /// Drops `id`'s entry (after it is destroyed).
