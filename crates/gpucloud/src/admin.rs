@@ -120,6 +120,11 @@ enum JoinTokenCmd {
         /// The agent endpoint URL agents dial (default: what the server advertises).
         #[arg(long)]
         server: Option<String>,
+        /// Re-join this known host (a reinstalled machine, a lost
+        /// certificate): a one-use token whose join replaces the host's
+        /// certificates. Without it a token joins new hosts only.
+        #[arg(long)]
+        host: Option<String>,
     },
     /// Lists tokens (never their secrets).
     List,
@@ -425,6 +430,7 @@ async fn join_token(
             uses,
             description,
             server,
+            host,
         } => {
             let ttl = parse_duration(&ttl)?;
             if ttl.is_zero() || ttl > std::time::Duration::from_secs(7 * 86_400) {
@@ -438,9 +444,27 @@ async fn join_token(
             let pki = gpucloud_server::pki::Pki::load_or_create(store)
                 .await
                 .map_err(|e| anyhow::anyhow!(chain(&e)))?;
-            let token = store
-                .join_token_create(&description, ttl.as_millis() as i64, uses)
-                .await?;
+            let token = match &host {
+                Some(h) => {
+                    if uses != 1 {
+                        anyhow::bail!(
+                            "a token for one host (--host) is for one join; leave out --uses"
+                        );
+                    }
+                    if !gpucloud_api_types::ids::is_valid(gpucloud_api_types::ids::IdKind::Host, h)
+                    {
+                        anyhow::bail!("--host takes a host ID like host-xxxxxxxx (see `gpucloud admin hosts`)");
+                    }
+                    store
+                        .join_token_for_host(&description, ttl.as_millis() as i64, h)
+                        .await?
+                }
+                None => {
+                    store
+                        .join_token_create(&description, ttl.as_millis() as i64, uses)
+                        .await?
+                }
+            };
             let server = match server {
                 Some(s) => s,
                 None => store
@@ -460,12 +484,16 @@ async fn join_token(
                     "Server": server,
                     "ExpiresAt": expires,
                     "Uses": uses,
+                    "HostId": host,
                     "Command": command,
                 })),
                 Output::Table => {
                     println!("join token  {token}");
                     println!("CA hash     {}", pki.ca_hash());
                     println!("expires     {expires} ({uses} use(s))");
+                    if let Some(h) = &host {
+                        println!("re-joins    {h} (its earlier certificates stop working)");
+                    }
                     println!();
                     println!("On the new host, as root:");
                     println!("  {command}");
@@ -477,12 +505,20 @@ async fn join_token(
             match output {
                 Output::Json => json(&list),
                 Output::Table => table(
-                    &["Token", "Description", "Uses left", "Expires", "Created"],
+                    &[
+                        "Token",
+                        "Description",
+                        "Host",
+                        "Uses left",
+                        "Expires",
+                        "Created",
+                    ],
                     list.iter()
                         .map(|t| {
                             vec![
                                 format!("gcj.{}.…", t.token_id),
                                 t.description.clone(),
+                                t.host_id.clone().unwrap_or_else(|| "(new hosts)".into()),
                                 t.uses_left.to_string(),
                                 gpucloud_store::iso(t.expires_at),
                                 gpucloud_store::iso(t.created_at),

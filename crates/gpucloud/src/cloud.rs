@@ -300,7 +300,7 @@ async fn local_identity(
     }
     let token = app
         .store
-        .join_token_create("local agent of gpucloud up", 60_000, 1)
+        .join_token_for_host("local agent of gpucloud up", 60_000, host_id)
         .await?;
     remote::join(server, &token, ca_hash, host_id, state_dir)
         .await

@@ -144,9 +144,14 @@ async fn join(State(s): State<AgentState>, Json(req): Json<JoinRequest>) -> Resp
         Ok(Ok(())) => {}
         Ok(Err(r)) => {
             let (code, msg) = match r {
-                TokenRefusal::Invalid => ("token_invalid", "the join token is not valid; create one with `gpucloud admin join-token create`"),
-                TokenRefusal::Expired => ("token_expired", "the join token has expired; create a new one with `gpucloud admin join-token create`"),
-                TokenRefusal::UsedUp => ("token_used", "the join token was already used as often as it allows; create a new one"),
+                TokenRefusal::Invalid => ("token_invalid", "the join token is not valid; create one with `gpucloud admin join-token create`".to_string()),
+                TokenRefusal::Expired => ("token_expired", "the join token has expired; create a new one with `gpucloud admin join-token create`".to_string()),
+                TokenRefusal::UsedUp => ("token_used", "the join token was already used as often as it allows; create a new one".to_string()),
+                TokenRefusal::WrongHost => ("token_wrong_host", format!("this join token was issued for another host, not {}", req.host_id)),
+                TokenRefusal::HostTaken => ("host_taken", format!(
+                    "host {} already joined this cluster; to re-join it (a reinstalled machine, a lost certificate) create a token for it with `gpucloud admin join-token create --host {}`, or remove the host first",
+                    req.host_id, req.host_id
+                )),
             };
             tracing::warn!(host = %req.host_id, code, "join refused");
             return fail(StatusCode::UNAUTHORIZED, code, msg);

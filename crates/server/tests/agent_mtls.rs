@@ -100,6 +100,22 @@ async fn an_agent_joins_with_a_token_and_runs_instances_over_mtls() {
         Err(JoinError::Refused { code, .. }) => assert_eq!(code, "token_used"),
         r => panic!("reuse: {r:?}"),
     }
+    // A fresh token cannot enrol another machine as this host (a takeover);
+    // the refusal says how to re-join a host on purpose.
+    let fresh = cloud
+        .app
+        .store
+        .join_token_create("", 60_000, 1)
+        .await
+        .unwrap();
+    match remote::join(&ep.url, &fresh, &ep.ca_hash, &host_id, other.path()).await {
+        Err(JoinError::Refused { code, message }) => {
+            assert_eq!(code, "host_taken");
+            assert!(message.contains("--host"), "actionable: {message}");
+        }
+        r => panic!("takeover: {r:?}"),
+    }
+    assert!(remote::Identity::load(other.path()).unwrap().is_none());
 
     let link = Arc::new(HttpControlPlane::new(&ep.url, &id).unwrap());
     let rt: Arc<dyn Runtime> = Arc::new(SimRuntime::new(

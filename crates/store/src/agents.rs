@@ -1,5 +1,12 @@
 //! Join tokens for host agents. A token is `gcj.<id>.<secret>`; only the
 //! SHA-256 of the secret is stored. Tokens expire and have a use count.
+//!
+//! A token joins *new* hosts only: a host ID that is already known (a row in
+//! `hosts` or a certificate in `agent_certs`) is refused, so whoever holds a
+//! token cannot enrol a machine as somebody else's host and receive its
+//! instances. Re-joining a known host (a reinstalled machine, a lost
+//! certificate) takes a token issued for that host ID; joining with it
+//! replaces — revokes — the host's earlier certificates.
 
 use crate::db::col;
 use crate::secrets::random_bytes;
@@ -15,6 +22,10 @@ pub enum TokenRefusal {
     Expired,
     /// Used as many times as it allowed.
     UsedUp,
+    /// The token was issued for another host.
+    WrongHost,
+    /// The host ID already joined; re-joining it takes a token issued for it.
+    HostTaken,
 }
 
 /// A join token as listed for operators (never the secret).
@@ -28,6 +39,8 @@ pub struct JoinTokenInfo {
     pub expires_at: i64,
     /// Joins left.
     pub uses_left: i64,
+    /// The one host this token may re-join, if it was issued for one.
+    pub host_id: Option<String>,
     /// Creation (Unix ms).
     pub created_at: i64,
 }
@@ -47,19 +60,43 @@ fn hash(secret: &str) -> String {
 }
 
 impl Store {
-    /// Issues a join token valid for `ttl_ms` and `uses` joins. Returns the token text.
+    /// Issues a join token valid for `ttl_ms` and `uses` joins of new
+    /// hosts. Returns the token text.
     pub async fn join_token_create(
         &self,
         description: &str,
         ttl_ms: i64,
         uses: i64,
     ) -> Result<String> {
+        self.join_token_insert(description, ttl_ms, uses, None)
+            .await
+    }
+
+    /// Issues a one-use token valid for `ttl_ms` that re-joins `host_id`
+    /// (new or known), replacing its certificates.
+    pub async fn join_token_for_host(
+        &self,
+        description: &str,
+        ttl_ms: i64,
+        host_id: &str,
+    ) -> Result<String> {
+        self.join_token_insert(description, ttl_ms, 1, Some(host_id))
+            .await
+    }
+
+    async fn join_token_insert(
+        &self,
+        description: &str,
+        ttl_ms: i64,
+        uses: i64,
+        host_id: Option<&str>,
+    ) -> Result<String> {
         let id = random_string(8);
         let secret = random_string(24);
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO join_tokens (token_id, secret_hash, description, expires_at, uses_left, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO join_tokens (token_id, secret_hash, description, expires_at, uses_left, created_at, host_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&id)
         .bind(hash(&secret))
@@ -67,6 +104,7 @@ impl Store {
         .bind(now + ttl_ms)
         .bind(uses)
         .bind(now)
+        .bind(host_id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -106,7 +144,7 @@ impl Store {
         };
         let mut tx = self.begin_write().await?;
         let Some(row) = sqlx::query(
-            "SELECT secret_hash, expires_at, uses_left FROM join_tokens WHERE token_id = $1",
+            "SELECT secret_hash, expires_at, uses_left, host_id FROM join_tokens WHERE token_id = $1",
         )
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -129,6 +167,34 @@ impl Store {
         if expires < now_ms() {
             return Ok(Err(TokenRefusal::Expired));
         }
+        let bound: Option<String> = col(&row, "host_id")?;
+        if let Some((_, host_id)) = cert {
+            match bound.as_deref() {
+                Some(b) if b != host_id => return Ok(Err(TokenRefusal::WrongHost)),
+                Some(_) => {
+                    // Re-joining replaces the host's identity: the
+                    // certificates it had stop working.
+                    sqlx::query("DELETE FROM agent_certs WHERE host_id = $1")
+                        .bind(host_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                None => {
+                    let known: i64 = col(
+                        &sqlx::query(
+                            "SELECT CAST((SELECT COUNT(*) FROM hosts WHERE host_id = $1) + (SELECT COUNT(*) FROM agent_certs WHERE host_id = $1) AS BIGINT) AS n",
+                        )
+                        .bind(host_id)
+                        .fetch_one(&mut *tx)
+                        .await?,
+                        "n",
+                    )?;
+                    if known > 0 {
+                        return Ok(Err(TokenRefusal::HostTaken));
+                    }
+                }
+            }
+        }
         let n = sqlx::query("UPDATE join_tokens SET uses_left = uses_left - 1 WHERE token_id = $1 AND uses_left > 0")
             .bind(id)
             .execute(&mut *tx)
@@ -146,7 +212,7 @@ impl Store {
 
     /// Join tokens (operator view).
     pub async fn join_tokens(&self) -> Result<Vec<JoinTokenInfo>> {
-        let rows = sqlx::query("SELECT token_id, description, expires_at, uses_left, created_at FROM join_tokens ORDER BY created_at")
+        let rows = sqlx::query("SELECT token_id, description, expires_at, uses_left, created_at, host_id FROM join_tokens ORDER BY created_at")
             .fetch_all(self.r())
             .await?;
         rows.iter()
@@ -157,6 +223,7 @@ impl Store {
                     expires_at: col(r, "expires_at")?,
                     uses_left: col(r, "uses_left")?,
                     created_at: col(r, "created_at")?,
+                    host_id: col(r, "host_id")?,
                 })
             })
             .collect()

@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "reinstall",
         include_str!("../migrations/0006_reinstall.sql"),
     ),
+    (
+        7,
+        "join_token_host",
+        include_str!("../migrations/0007_join_token_host.sql"),
+    ),
 ];
 
 /// A handle on the database. Cheap to clone.

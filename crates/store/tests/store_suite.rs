@@ -1261,8 +1261,73 @@ both!(join_tokens_and_agent_certificates, |db| {
         Err(TokenRefusal::UsedUp)
     );
     assert_eq!(db.store.agent_cert_host("sha256:kk").await.unwrap(), None);
+    // A token for new hosts cannot enrol a machine as a host that already
+    // joined (a takeover): refused, and the token is not used up.
+    let new_only = db.store.join_token_create("new", 60_000, 1).await.unwrap();
+    assert_eq!(
+        db.store
+            .join_host(&new_only, "sha256:evil", "host-j")
+            .await
+            .unwrap(),
+        Err(TokenRefusal::HostTaken)
+    );
+    assert_eq!(db.store.agent_cert_host("sha256:evil").await.unwrap(), None);
+    // A registered host without a certificate yet counts as known too.
+    add_host(&db.store, "host-r", 1).await;
+    assert_eq!(
+        db.store
+            .join_host(&new_only, "sha256:evil", "host-r")
+            .await
+            .unwrap(),
+        Err(TokenRefusal::HostTaken)
+    );
+    assert_eq!(
+        db.store
+            .join_host(&new_only, "sha256:n1", "host-n")
+            .await
+            .unwrap(),
+        Ok(()),
+        "the refusals left the token's use in place"
+    );
+    // Re-joining a known host takes a token issued for it; the join
+    // replaces (revokes) its earlier certificate.
+    let rejoin = db
+        .store
+        .join_token_for_host("reinstalled", 60_000, "host-j")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store
+            .join_host(&rejoin, "sha256:x", "host-k")
+            .await
+            .unwrap(),
+        Err(TokenRefusal::WrongHost)
+    );
+    assert_eq!(
+        db.store
+            .join_host(&rejoin, "sha256:j2", "host-j")
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(db.store.agent_cert_host("sha256:jj").await.unwrap(), None);
+    assert_eq!(
+        db.store
+            .agent_cert_host("sha256:j2")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("host-j")
+    );
     let listed = db.store.join_tokens().await.unwrap();
-    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.len(), 5);
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|l| l.host_id.as_deref() == Some("host-j"))
+            .count(),
+        1
+    );
     assert!(listed
         .iter()
         .all(|l| !t.contains(&l.description) || l.uses_left == 0));
