@@ -62,6 +62,11 @@ def test_kill_9_during_200_concurrent_launches(cloud_factory):
 
     # Restart on the same data directory; retry everything without a definitive answer.
     cloud.start()
+    # The operator's secret went to the log once, on first start; the restart
+    # prints a line that reads it from credentials.json instead.
+    wait_for("the restart's tccli line",
+             lambda: cloud.log.read_text().count("tccli configure set ") == 2 or None, timeout=30)
+    assert cloud.log.read_text().count(cloud.secret_key) == 1
     client = cloud.sdk(creds["SecretId"], creds["SecretKey"])
     pending = [i for i in range(N) if i not in definitive]
     with ThreadPoolExecutor(max_workers=32) as pool:

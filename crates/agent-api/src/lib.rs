@@ -203,7 +203,7 @@ pub struct NicSpec {
 }
 
 /// Everything an agent needs to run one instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceSpec {
     /// `ins-…`.
     pub instance_id: String,
@@ -251,6 +251,8 @@ pub struct InstanceSpec {
     /// Owner (AppId), for labels and isolation.
     pub app_id: i64,
 }
+
+gpucloud_api_types::debug_redacted!(InstanceSpec { instance_id, spec_generation, power, reboot_seq, stop_type, name, hostname, instance_type, cpu, memory_mib, gpus, image, ssh_keys, nic, system_disk_gib, data_disks_gib, system_disk_seq, app_id } secret { user_data, password });
 
 /// A command to run inside an instance (TAT `RunCommand`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -388,7 +390,7 @@ pub const MAX_COMMAND_OUTPUT: usize = 24 * 1024;
 
 /// A request to join the cluster: a join token and a certificate signing
 /// request for the agent's own key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
     /// The join token (`gcj.<id>.<secret>`).
     pub token: String,
@@ -397,6 +399,8 @@ pub struct JoinRequest {
     /// PEM certificate signing request.
     pub csr_pem: String,
 }
+
+gpucloud_api_types::debug_redacted!(JoinRequest { host_id, csr_pem } secret { token });
 
 /// The answer to a join: the agent's certificate, signed by the cluster CA.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

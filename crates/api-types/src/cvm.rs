@@ -189,7 +189,7 @@ pub struct InternetAccessible {
 }
 
 /// How the tenant logs in.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct LoginSettings {
     /// Password (never echoed back).
@@ -202,6 +202,8 @@ pub struct LoginSettings {
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub keep_image_login: Option<String>,
 }
+
+crate::debug_redacted!(LoginSettings { key_ids, keep_image_login } secret { password });
 
 /// Prepaid (monthly) settings.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -478,7 +480,7 @@ pub struct Image {
 }
 
 /// A key pair.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct KeyPair {
     pub key_id: String,
@@ -492,6 +494,8 @@ pub struct KeyPair {
     pub created_time: String,
     pub tags: Vec<Tag>,
 }
+
+crate::debug_redacted!(KeyPair { key_id, key_name, project_id, description, public_key, associated_instance_ids, created_time, tags } secret { private_key });
 
 /// A spread placement group.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -616,7 +620,7 @@ pub struct DescribeImagesResponse {
 }
 
 /// `RunInstances` (also the body of `InquiryPriceRunInstances`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct RunInstancesRequest {
     #[serde(default, deserialize_with = "lenient::opt_string")]
@@ -688,6 +692,8 @@ pub struct RunInstancesRequest {
     #[serde(default)]
     pub network_interfaces: Option<Value>,
 }
+
+crate::debug_redacted!(RunInstancesRequest { instance_charge_type, instance_charge_prepaid, placement, instance_type, image_id, system_disk, data_disks, virtual_private_cloud, internet_accessible, instance_count, min_count, instance_name, login_settings, security_group_ids, enhanced_service, client_token, host_name, action_timer, disaster_recover_group_ids, tag_specification, instance_market_options, metadata, dry_run, cpu_topology, cam_role_name, hpc_cluster_id, launch_template, dedicated_cluster_id, chc_ids, partition_number, disable_api_termination, enable_jumbo_frame, network_interfaces } secret { user_data });
 
 /// Answer of `RunInstances`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -805,7 +811,7 @@ pub struct ResetInstancesTypeRequest {
 }
 
 /// `ResetInstance`: reinstall the system disk.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ResetInstanceRequest {
     #[serde(default, deserialize_with = "lenient::opt_string")]
@@ -824,8 +830,10 @@ pub struct ResetInstanceRequest {
     pub user_data: Option<String>,
 }
 
+crate::debug_redacted!(ResetInstanceRequest { instance_id, image_id, system_disk, login_settings, enhanced_service, host_name } secret { user_data });
+
 /// `ModifyInstancesAttribute`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ModifyInstancesAttributeRequest {
     #[serde(default)]
@@ -849,6 +857,8 @@ pub struct ModifyInstancesAttributeRequest {
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub enable_jumbo_frame: Option<bool>,
 }
+
+crate::debug_redacted!(ModifyInstancesAttributeRequest { instance_ids, instance_name, security_groups, cam_role_name, host_name, disable_api_termination, cam_role_type, auto_reboot, enable_jumbo_frame } secret { user_data });
 
 /// `CreateKeyPair`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -933,7 +943,7 @@ pub struct InstancesKeyPairsRequest {
 }
 
 /// `ResetInstancesPassword`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ResetInstancesPasswordRequest {
     #[serde(default)]
@@ -945,6 +955,8 @@ pub struct ResetInstancesPasswordRequest {
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub force_stop: Option<bool>,
 }
+
+crate::debug_redacted!(ResetInstancesPasswordRequest { instance_ids, user_name, force_stop } secret { password });
 
 /// `ModifyKeyPairAttribute`.
 #[derive(Debug, Clone, Default, Deserialize)]

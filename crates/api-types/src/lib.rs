@@ -8,12 +8,14 @@
 //! * [`cvm`] — request/response structures of CVM 2017-03-12;
 //! * [`ids`] — resource ID formats (`ins-xxxxxxxx`, …);
 //! * [`codes`] — the Tencent error codes gpucloud answers with;
+//! * [`redact`] — `Debug` that never prints a secret;
 //! * the response envelope ([`envelope_ok`], [`envelope_error`]).
 
 pub mod codes;
 pub mod cvm;
 pub mod ids;
 pub mod params;
+pub mod redact;
 pub mod sign;
 pub mod tat;
 

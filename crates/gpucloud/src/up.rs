@@ -172,6 +172,11 @@ pub async fn operator_credentials(
     Ok((creds, fresh))
 }
 
+/// `s` quoted for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// Waits for SIGINT or SIGTERM.
 pub async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -274,9 +279,19 @@ pub async fn run(a: UpArgs) -> Result<()> {
     }
     println!();
     println!("Point tccli at it (one time):");
+    // The secret goes to the terminal (or log) once, when it is made; later
+    // starts read it from the 0600 file instead of printing it again.
+    let secret = if fresh {
+        creds.secret_key.clone()
+    } else {
+        format!(
+            "\"$(sed -n 's/.*\"SecretKey\": *\"\\([^\"]*\\)\".*/\\1/p' {})\"",
+            shell_quote(&cred_path.display().to_string())
+        )
+    };
     println!(
-        "  tccli configure set secretId {} secretKey {} region {} cvm.endpoint {endpoint} tat.endpoint {endpoint} --profile gpucloud",
-        creds.secret_id, creds.secret_key, a.region
+        "  tccli configure set secretId {} secretKey {secret} region {} cvm.endpoint {endpoint} tat.endpoint {endpoint} --profile gpucloud",
+        creds.secret_id, a.region
     );
     println!("Then, for example:");
     println!("  tccli cvm DescribeZoneInstanceConfigInfos --profile gpucloud");

@@ -54,7 +54,7 @@ impl From<CloudError> for TxError {
 }
 
 /// Everything needed to create one instance, placement included.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct NewInstance {
     pub instance_id: String,
     pub uuid: String,
@@ -88,6 +88,8 @@ pub struct NewInstance {
     pub gpu_indexes: Vec<i64>,
 }
 
+gpucloud_api_types::debug_redacted!(NewInstance { instance_id, uuid, name, host_name, zone, project_id, instance_type, cpu, memory_gib, gpu_count, image_id, runtime, charge_type, prepaid_period, renew_flag, expired_at, disable_api_termination, system_disk, data_disks, internet, security_group_ids, placement_group_id, tags, key_ids, host_id, gpu_indexes } secret { user_data, password });
+
 /// A batch from one `RunInstances` call.
 #[derive(Debug, Clone)]
 pub struct CreateBatch {
@@ -108,7 +110,7 @@ pub enum Created {
 }
 
 /// A stored instance.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Clone, serde::Serialize)]
 pub struct InstanceRow {
     pub instance_id: String,
     pub app_id: i64,
@@ -159,6 +161,8 @@ pub struct InstanceRow {
     /// Key pairs (filled by list/get).
     pub key_ids: Vec<String>,
 }
+
+gpucloud_api_types::debug_redacted!(InstanceRow { instance_id, app_id, uuid, name, host_name, zone, project_id, instance_type, cpu, memory_gib, gpu_count, image_id, runtime, charge_type, prepaid_period, renew_flag, expired_at, state, latest_operation, latest_operation_state, latest_operation_request_id, latest_operation_error, host_id, resources_held, prev_host_id, spec_generation, reboot_seq, stop_type, stopped_mode, disable_api_termination, system_disk, data_disks, internet, vpc_id, subnet_id, private_ip, security_group_ids, placement_group_id, tags, created_at, updated_at, gpu_ids, gpu_model, key_ids } secret { user_data });
 
 fn instance_from_row(r: &AnyRow) -> Result<InstanceRow> {
     let state: String = col(r, "state")?;
@@ -237,7 +241,7 @@ pub struct InstanceQuery {
 }
 
 /// What [`Store::instance_reinstall`] installs.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Reinstall {
     /// The image (the instance's own to reinstall it as it was).
     pub image_id: String,
@@ -253,8 +257,10 @@ pub struct Reinstall {
     pub login: Option<(Option<String>, Vec<String>)>,
 }
 
+gpucloud_api_types::debug_redacted!(Reinstall { image_id, runtime, host_name } secret { user_data, login });
+
 /// What [`Store::instances_change_login`] changes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum LoginChange<'a> {
     /// Key pairs added (`associate`) or removed.
     Keys {
@@ -267,6 +273,19 @@ pub enum LoginChange<'a> {
     Password(&'a str),
 }
 
+impl std::fmt::Debug for LoginChange<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Keys { keys, associate } => f
+                .debug_struct("Keys")
+                .field("keys", keys)
+                .field("associate", associate)
+                .finish(),
+            Self::Password(_) => f.write_str("Password(<redacted>)"),
+        }
+    }
+}
+
 /// Capacity released by a report, to return to the in-memory index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Released {
@@ -277,7 +296,7 @@ pub struct Released {
 }
 
 /// What the host should make of one instance.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct DesiredInstance {
     pub instance_id: String,
     pub app_id: i64,
@@ -307,6 +326,8 @@ pub struct DesiredInstance {
     pub data_disks: serde_json::Value,
     pub system_disk: serde_json::Value,
 }
+
+gpucloud_api_types::debug_redacted!(DesiredInstance { instance_id, app_id, spec_generation, power, reboot_seq, reset_seq, stop_type, name, host_name, instance_type, cpu, memory_gib, gpus, image_id, runtime, image_location, public_keys, private_ip, subnet_cidr, vpc_id, data_disks, system_disk } secret { user_data, password });
 
 /// One instance as a host agent observed it.
 #[derive(Debug, Clone, PartialEq)]
@@ -340,7 +361,7 @@ pub struct TransitionOpts {
 }
 
 /// Attribute changes of `ModifyInstancesAttribute` (`None`: unchanged).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct InstanceChanges {
     pub name: Option<String>,
     pub host_name: Option<String>,
@@ -348,6 +369,8 @@ pub struct InstanceChanges {
     pub user_data: Option<String>,
     pub security_group_ids: Option<Vec<String>>,
 }
+
+gpucloud_api_types::debug_redacted!(InstanceChanges { name, host_name, disable_api_termination, security_group_ids } secret { user_data });
 
 /// How a resize is placed.
 #[derive(Debug, Clone, PartialEq, Eq)]

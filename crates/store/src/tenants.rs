@@ -24,7 +24,7 @@ pub struct Tenant {
 }
 
 /// A freshly created API key (the only time the SecretKey is shown).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Clone, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct NewCredentials {
     /// AppId.
@@ -39,8 +39,10 @@ pub struct NewCredentials {
     pub secret_key: String,
 }
 
+gpucloud_api_types::debug_redacted!(NewCredentials { app_id, uin, name, secret_id } secret { secret_key });
+
 /// What authentication needs of a key.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KeyRecord {
     /// The tenant.
     pub scope: TenantScope,
@@ -49,6 +51,8 @@ pub struct KeyRecord {
     /// Whether the key is active.
     pub active: bool,
 }
+
+gpucloud_api_types::debug_redacted!(KeyRecord { scope, active } secret { secret_key });
 
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
