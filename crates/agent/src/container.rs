@@ -409,6 +409,9 @@ impl ContainerRuntime {
                 .await
                 .map_err(|e| err("creating the bundle", e))?;
         }
+        // The writable layer is the tenant's disk: no other host user may
+        // walk into it.
+        set_mode(&b, 0o700);
         if Self::is_mounted(&rootfs) {
             return Ok(rootfs);
         }
@@ -457,6 +460,7 @@ impl ContainerRuntime {
         tokio::fs::create_dir_all(&b)
             .await
             .map_err(|e| err("creating the bundle", e))?;
+        set_mode(&b, 0o700);
         // The spec holds keys and the password: owner-only.
         let mut stored = spec.clone();
         stored.password = None;
@@ -480,8 +484,12 @@ impl ContainerRuntime {
 }
 
 fn set_private(p: &Path) {
+    set_mode(p, 0o600);
+}
+
+fn set_mode(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600));
+    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
 }
 
 #[async_trait::async_trait]

@@ -110,6 +110,13 @@ async fn containers_run_stop_restart_exec_and_leave_nothing_behind() {
     assert_eq!(rt.status(&id).await.unwrap(), Some(Power::Stopped));
     rt.start(&s).await.unwrap();
     assert_eq!(rt.status(&id).await.unwrap(), Some(Power::Running));
+    // The bundle (with the tenant's writable layer) is root's alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let bundle = ContainerRuntime::instances_dir(state.path()).join(&id);
+        let mode = std::fs::metadata(&bundle).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", bundle.display());
+    }
 
     let out = rt
         .exec(
