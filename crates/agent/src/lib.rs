@@ -107,6 +107,11 @@ struct Slot {
     /// The convergence task in flight: its number, the power it works
     /// towards, and how to cancel it.
     task: Option<(u64, DesiredPower, tokio::task::AbortHandle)>,
+    /// Failed convergences in a row, and when the next try is due (see
+    /// [`retry_backoff`]): a failure is retried, not forgotten, but a host
+    /// that cannot run an instance does not spin on it.
+    failures: u32,
+    retry_at: Option<tokio::time::Instant>,
 }
 
 struct Done {
@@ -300,6 +305,8 @@ impl Agent {
                                 busy: false,
                                 guest_off: false,
                                 task: None,
+                                failures: 0,
+                                retry_at: None,
                                 spec: spec.clone(),
                             }
                         });
@@ -330,8 +337,13 @@ impl Agent {
                             }
                         });
                     }
+                    let now = tokio::time::Instant::now();
                     for slot in slots.values_mut() {
-                        if !slot.busy && needs_work(slot) {
+                        // A failed instance waits for its retry, unless the
+                        // control plane changed what it wants of it.
+                        let waiting = slot.retry_at.is_some_and(|at| at > now)
+                            && slot.status.spec_generation >= slot.spec.spec_generation;
+                        if !slot.busy && !waiting && needs_work(slot) {
                             self.spawn_converge(slot, done_tx.clone());
                         }
                     }
@@ -396,7 +408,18 @@ impl Agent {
                         slot.status = done.status;
                         slot.applied = done.applied;
                         slot.reboots = done.reboots;
-                        slot.adopted = false;
+                        // An adopted instance stays adopted until it
+                        // converged once (its readiness is checked again).
+                        slot.adopted &= slot.status.power == ObservedPower::Failed;
+                        if slot.status.power == ObservedPower::Failed {
+                            slot.failures = slot.failures.saturating_add(1);
+                            let wait = retry_backoff(self.opts.retry, slot.failures);
+                            slot.retry_at = Some(tokio::time::Instant::now() + wait);
+                            tracing::info!(instance = %done.id, failures = slot.failures, retry_in_s = wait.as_secs(), "will try the instance again");
+                        } else {
+                            slot.failures = 0;
+                            slot.retry_at = None;
+                        }
                         if needs_work(slot) && slot.status.power != ObservedPower::Failed {
                             self.spawn_converge(slot, done_tx.clone());
                         } else {
@@ -441,9 +464,15 @@ impl Agent {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    // Retry failed removals; re-report for liveness.
+                    // Retry failed convergences that are due; re-report for
+                    // liveness.
+                    let now = tokio::time::Instant::now();
                     for slot in slots.values_mut() {
-                        if !slot.busy && slot.spec.power == DesiredPower::Absent && slot.status.power == ObservedPower::Failed {
+                        if !slot.busy
+                            && slot.status.power == ObservedPower::Failed
+                            && slot.retry_at.is_some_and(|at| at <= now)
+                            && needs_work(slot)
+                        {
                             self.spawn_converge(slot, done_tx.clone());
                         }
                     }
@@ -625,6 +654,13 @@ fn inventory_digest(inv: &gpucloud_agent_api::HostInventory) -> [u8; 32] {
     Sha256::digest(serde_json::to_vec(inv).unwrap_or_default()).into()
 }
 
+/// How long to wait before trying a failed instance again: 5× the link's
+/// retry interval, doubling with each failure in a row, at most 5 minutes
+/// (checked on the heartbeat).
+fn retry_backoff(retry: Duration, failures: u32) -> Duration {
+    (retry * 5 * (1u32 << failures.saturating_sub(1).min(10))).min(Duration::from_secs(300))
+}
+
 fn needs_work(slot: &Slot) -> bool {
     let s = &slot.status;
     if s.spec_generation < slot.spec.spec_generation {
@@ -678,6 +714,11 @@ async fn converge(
                 Ok(ObservedPower::Running)
             }
             (DesiredPower::Running, _) => {
+                // Found running by a restarted agent, maybe mid-boot: it is
+                // RUNNING once the guest is up, as after a start.
+                if adopted {
+                    rt.ready(spec).await?;
+                }
                 // Pending when this agent asked for fewer reboots than the
                 // spec wants, or (after an agent restart, which forgets
                 // that) when the runtime recorded an older boot.

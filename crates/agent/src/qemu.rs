@@ -1437,6 +1437,15 @@ impl Runtime for QemuRuntime {
         Ok(())
     }
 
+    async fn ready(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        let id = &spec.instance_id;
+        let (_, image) = self.image_paths(spec)?;
+        match self.pid(id) {
+            Some(pid) => self.wait_ready(id, pid, &image, 0).await,
+            None => Ok(()),
+        }
+    }
+
     async fn stop(&self, id: &str, how: StopType) -> Result<(), RuntimeError> {
         let _launch = self.launches.lock(id).await;
         let Some(pid) = self.pid(id) else {

@@ -117,6 +117,14 @@ pub trait Runtime: Send + Sync + 'static {
     /// Destroys the instance and everything it left on the host.
     async fn destroy(&self, id: &str) -> Result<(), RuntimeError>;
 
+    /// Waits until a running instance is up as [`Runtime::start`] means it
+    /// (a VM's guest answers). A restarted agent calls it for the instances
+    /// it adopts, which may still be booting.
+    async fn ready(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        let _ = spec;
+        Ok(())
+    }
+
     /// Runs a command inside a running instance.
     async fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, RuntimeError> {
         let _ = (id, req);

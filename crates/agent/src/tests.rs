@@ -128,7 +128,7 @@ fn spec(id: &str, generation: i64, power: DesiredPower, reboot: i64) -> Instance
 
 fn start_agent(
     cp: Arc<FakeControlPlane>,
-    rt: Arc<SimRuntime>,
+    rt: Arc<dyn Runtime>,
 ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let host = SimHost::expand(
         &gpucloud_core::simspec::parse("CPU", "ap-guangzhou", "ap-guangzhou-3").unwrap(),
@@ -284,6 +284,143 @@ async fn launch_failures_are_reported_with_a_reason() {
         .await;
     assert!(st.message.unwrap().contains("gpucloud doctor"));
     stop.send(true).unwrap();
+}
+
+/// A simulated runtime whose starts fail a given number of times and whose
+/// guests come up (`ready`) only when the test says so.
+struct Gated {
+    sim: Arc<SimRuntime>,
+    failing_starts: std::sync::atomic::AtomicU32,
+    starts: std::sync::atomic::AtomicU32,
+    up: watch::Receiver<bool>,
+}
+
+#[async_trait::async_trait]
+impl Runtime for Gated {
+    fn kinds(&self) -> Vec<gpucloud_agent_api::RuntimeKind> {
+        self.sim.kinds()
+    }
+    async fn list(&self) -> Result<Vec<(String, Power)>, runtime::RuntimeError> {
+        self.sim.list().await
+    }
+    async fn status(&self, id: &str) -> Result<Option<Power>, runtime::RuntimeError> {
+        self.sim.status(id).await
+    }
+    async fn create(&self, spec: &InstanceSpec) -> Result<(), runtime::RuntimeError> {
+        self.sim.create(spec).await
+    }
+    async fn update(&self, spec: &InstanceSpec) -> Result<(), runtime::RuntimeError> {
+        self.sim.update(spec).await
+    }
+    async fn start(&self, spec: &InstanceSpec) -> Result<(), runtime::RuntimeError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.starts.fetch_add(1, SeqCst);
+        if self
+            .failing_starts
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(runtime::RuntimeError::new("the disk is not there yet"));
+        }
+        self.sim.start(spec).await
+    }
+    async fn stop(&self, id: &str, how: StopType) -> Result<(), runtime::RuntimeError> {
+        self.sim.stop(id, how).await
+    }
+    async fn reboot(
+        &self,
+        spec: &InstanceSpec,
+        how: StopType,
+    ) -> Result<(), runtime::RuntimeError> {
+        self.sim.reboot(spec, how).await
+    }
+    async fn destroy(&self, id: &str) -> Result<(), runtime::RuntimeError> {
+        self.sim.destroy(id).await
+    }
+    async fn ready(&self, _spec: &InstanceSpec) -> Result<(), runtime::RuntimeError> {
+        let mut up = self.up.clone();
+        let _ = up.wait_for(|u| *u).await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_convergence_is_tried_again_with_backoff() {
+    let cp = Arc::new(FakeControlPlane::default());
+    let (_up_tx, up) = watch::channel(true);
+    let rt = Arc::new(Gated {
+        sim: Arc::new(SimRuntime::new(Duration::ZERO, Duration::ZERO)),
+        failing_starts: 2.into(),
+        starts: 0.into(),
+        up,
+    });
+    let (stop, _task) = start_agent(cp.clone(), rt.clone());
+    cp.set(1, vec![spec("ins-r", 1, DesiredPower::Running, 0)]);
+    let st = cp
+        .wait_for("ins-r", |s| s.power == ObservedPower::Failed)
+        .await;
+    assert!(st.message.unwrap().contains("disk is not there"));
+    // Retried on its own (same spec, no new desired state), and it runs.
+    cp.wait_for("ins-r", |s| s.power == ObservedPower::Running)
+        .await;
+    assert_eq!(rt.starts.load(std::sync::atomic::Ordering::SeqCst), 3);
+    // The backoff: retry interval 10 ms → 50 ms, then 100 ms, the second
+    // checked on a 200 ms heartbeat; nothing in between.
+    assert_eq!(
+        retry_backoff(Duration::from_millis(10), 1),
+        Duration::from_millis(50)
+    );
+    assert_eq!(
+        retry_backoff(Duration::from_millis(10), 2),
+        Duration::from_millis(100)
+    );
+    assert_eq!(
+        retry_backoff(Duration::from_secs(2), 30),
+        Duration::from_secs(300)
+    );
+    stop.send(true).unwrap();
+}
+
+#[tokio::test]
+async fn an_adopted_instance_is_running_only_once_its_guest_is_up() {
+    let cp = Arc::new(FakeControlPlane::default());
+    let sim = Arc::new(SimRuntime::new(Duration::ZERO, Duration::ZERO));
+    let (stop, task) = start_agent(cp.clone(), sim.clone());
+    cp.set(1, vec![spec("ins-a", 1, DesiredPower::Running, 0)]);
+    cp.wait_for("ins-a", |s| s.power == ObservedPower::Running)
+        .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    // The agent restarts while the guest is (say) still booting.
+    let (up_tx, up) = watch::channel(false);
+    let rt = Arc::new(Gated {
+        sim: sim.clone(),
+        failing_starts: 0.into(),
+        starts: 0.into(),
+        up,
+    });
+    cp.reports.lock().unwrap().clear();
+    let (stop, task) = start_agent(cp.clone(), rt.clone());
+    cp.set(2, vec![spec("ins-a", 2, DesiredPower::Running, 0)]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = cp.last("ins-a").expect("reported");
+    assert!(
+        st.spec_generation < 2,
+        "not reported as running the spec before the guest is up: {st:?}"
+    );
+    up_tx.send(true).unwrap();
+    cp.wait_for("ins-a", |s| {
+        s.power == ObservedPower::Running && s.spec_generation == 2
+    })
+    .await;
+    assert_eq!(
+        rt.starts.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "adopted, not restarted"
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap();
 }
 
 #[tokio::test]
