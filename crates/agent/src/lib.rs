@@ -27,6 +27,7 @@ pub mod doctor;
 pub mod gpu;
 pub mod host;
 pub mod inventory;
+pub mod journal;
 pub mod metrics;
 pub mod nvml;
 pub mod qemu;
@@ -65,6 +66,10 @@ pub struct AgentOptions {
     /// themselves off (a guest's `poweroff`); they are then reported stopped,
     /// not restarted. `None`: never (simulated hosts).
     pub power_check: Option<Duration>,
+    /// Where started command tasks are recorded ([`journal`]), so a
+    /// restarted agent never runs one twice. `None`: not recorded
+    /// (simulated hosts, whose instances do not outlive the process).
+    pub command_journal: Option<std::path::PathBuf>,
 }
 
 impl Default for AgentOptions {
@@ -76,6 +81,7 @@ impl Default for AgentOptions {
             retry: Duration::from_secs(2),
             inventory_every: Some(Duration::from_secs(10)),
             power_check: Some(Duration::from_secs(3)),
+            command_journal: None,
         }
     }
 }
@@ -207,6 +213,18 @@ impl Agent {
             tracing::info!(host = %host_id, count = existing.len(), "adopting running instances");
         }
 
+        let mut journal = match &self.opts.command_journal {
+            Some(dir) => match journal::CommandJournal::open(dir) {
+                Ok(j) => Some(j),
+                Err(e) => {
+                    // Commands are refused rather than risk running twice.
+                    tracing::error!(dir = %dir.display(), error = %e, "the command journal cannot be opened; commands will not start");
+                    None
+                }
+            },
+            None => None,
+        };
+        let journal_broken = self.opts.command_journal.is_some() && journal.is_none();
         let (desired_tx, mut desired_rx) = mpsc::channel::<Box<DesiredState>>(4);
         // The poller ends only on shutdown, or with the refusal when the
         // control plane no longer takes this host (removed, certificate revoked).
@@ -353,12 +371,26 @@ impl Agent {
                     let wanted: std::collections::HashSet<String> =
                         desired.commands.iter().map(|c| c.task_id.clone()).collect();
                     tasks.retain(|id, _| wanted.contains(id));
+                    if let Some(j) = journal.as_mut() {
+                        j.keep_only(&wanted);
+                    }
                     for cmd in desired.commands {
                         if tasks.contains_key(&cmd.task_id) {
                             continue;
                         }
-                        let result = if cmd.status == "RUNNING" {
-                            finished(&cmd.task_id, "FAILED", "the host agent restarted while the command was running; its result is lost")
+                        let started_before = cmd.status == "RUNNING"
+                            || journal.as_ref().is_some_and(|j| j.started(&cmd.task_id));
+                        let recorded = match journal.as_mut() {
+                            _ if started_before => Ok(()),
+                            Some(j) => j.record(&cmd.task_id),
+                            None if journal_broken => Err(std::io::Error::other("the command journal cannot be opened")),
+                            None => Ok(()),
+                        };
+                        let result = if started_before {
+                            finished(&cmd.task_id, "FAILED", "the host agent restarted after it started this command; its result is lost (a command never runs twice)")
+                        } else if let Err(e) = recorded {
+                            tracing::error!(task = %cmd.task_id, error = %e, "could not record the command before starting it");
+                            finished(&cmd.task_id, "START_FAILED", &format!("the host could not record the command before running it ({e}); nothing ran"))
                         } else {
                             let rt = slots.get(&cmd.instance_id).and_then(|s| self.runtime_for(&s.spec));
                             match rt {

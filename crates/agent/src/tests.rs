@@ -145,6 +145,7 @@ fn start_agent(
             retry: Duration::from_millis(10),
             inventory_every: None,
             power_check: Some(Duration::from_millis(20)),
+            command_journal: None,
         },
     );
     let (tx, rx) = watch::channel(false);
@@ -292,6 +293,7 @@ struct Gated {
     sim: Arc<SimRuntime>,
     failing_starts: std::sync::atomic::AtomicU32,
     starts: std::sync::atomic::AtomicU32,
+    execs: std::sync::atomic::AtomicU32,
     up: watch::Receiver<bool>,
 }
 
@@ -337,11 +339,142 @@ impl Runtime for Gated {
     async fn destroy(&self, id: &str) -> Result<(), runtime::RuntimeError> {
         self.sim.destroy(id).await
     }
+    async fn exec(
+        &self,
+        _id: &str,
+        _req: &runtime::ExecRequest,
+    ) -> Result<runtime::ExecOutput, runtime::RuntimeError> {
+        self.execs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(runtime::ExecOutput {
+            exit_code: 0,
+            output: b"ran\n".to_vec(),
+            timed_out: false,
+            dropped: 0,
+        })
+    }
     async fn ready(&self, _spec: &InstanceSpec) -> Result<(), runtime::RuntimeError> {
         let mut up = self.up.clone();
         let _ = up.wait_for(|u| *u).await;
         Ok(())
     }
+}
+
+#[tokio::test]
+async fn a_restarted_agent_never_runs_a_command_twice() {
+    let cp = Arc::new(FakeControlPlane::default());
+    let journal = tempfile::tempdir().unwrap();
+    let (_up_tx, up) = watch::channel(true);
+    let rt = Arc::new(Gated {
+        sim: Arc::new(SimRuntime::new(Duration::ZERO, Duration::ZERO)),
+        failing_starts: 0.into(),
+        starts: 0.into(),
+        execs: 0.into(),
+        up,
+    });
+    let with_journal = |cp: Arc<FakeControlPlane>| {
+        let host = SimHost::expand(
+            &gpucloud_core::simspec::parse("CPU", "ap-guangzhou", "ap-guangzhou-3").unwrap(),
+        )
+        .remove(0);
+        let agent = Agent::new(
+            cp,
+            Arc::new(host),
+            vec![rt.clone() as Arc<dyn Runtime>],
+            AgentOptions {
+                poll_wait: Duration::from_millis(200),
+                heartbeat: Duration::from_millis(200),
+                report_delay: Duration::from_millis(1),
+                retry: Duration::from_millis(10),
+                inventory_every: None,
+                power_check: None,
+                command_journal: Some(journal.path().join("commands")),
+            },
+        );
+        let (tx, rx) = watch::channel(false);
+        (tx, tokio::spawn(agent.run(rx)))
+    };
+    let cmd = |task: &str| CommandSpec {
+        task_id: task.into(),
+        instance_id: "ins-c".into(),
+        content: "ZWNobyByYW4=".into(),
+        command_type: "SHELL".into(),
+        working_directory: "/root".into(),
+        timeout_s: 10,
+        username: "root".into(),
+        status: "PENDING".into(),
+    };
+    let with_commands = |generation: i64, tasks: Vec<CommandSpec>| {
+        let mut d = DesiredState {
+            host_id: "host-test0001".into(),
+            generation,
+            instances: vec![spec("ins-c", 1, DesiredPower::Running, 0)],
+            commands: tasks,
+            consoles: vec![],
+        };
+        d.commands
+            .iter_mut()
+            .for_each(|c| c.status = "PENDING".into());
+        *cp.desired.lock().unwrap() = Some(d);
+        cp.changed.notify_waiters();
+    };
+    let task_status = |task: &str| {
+        cp.reports
+            .lock()
+            .unwrap()
+            .last()
+            .and_then(|r| r.commands.iter().find(|c| c.task_id == task).cloned())
+    };
+    let (stop, task) = with_journal(cp.clone());
+    with_commands(1, vec![cmd("invt-once0001")]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while task_status("invt-once0001").map(|c| c.status) != Some("SUCCESS".into()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the command never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    // The control plane never took that report: it still says PENDING. A
+    // restarted agent must not run it again.
+    cp.reports.lock().unwrap().clear();
+    let (stop, task) = with_journal(cp.clone());
+    with_commands(2, vec![cmd("invt-once0001"), cmd("invt-next0002")]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (a, b) = (task_status("invt-once0001"), task_status("invt-next0002"));
+        if let (Some(a), Some(b)) = (a, b) {
+            if b.status == "SUCCESS" {
+                assert_eq!(a.status, "FAILED");
+                assert!(a.error.contains("restarted"), "{}", a.error);
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no report of both tasks"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        rt.execs.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "each task ran once"
+    );
+    // Once the control plane lists neither, the journal forgets them.
+    with_commands(3, vec![]);
+    let dir = journal.path().join("commands");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&dir).unwrap().count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "journal not emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -352,6 +485,7 @@ async fn a_failed_convergence_is_tried_again_with_backoff() {
         sim: Arc::new(SimRuntime::new(Duration::ZERO, Duration::ZERO)),
         failing_starts: 2.into(),
         starts: 0.into(),
+        execs: 0.into(),
         up,
     });
     let (stop, _task) = start_agent(cp.clone(), rt.clone());
@@ -398,6 +532,7 @@ async fn an_adopted_instance_is_running_only_once_its_guest_is_up() {
         sim: sim.clone(),
         failing_starts: 0.into(),
         starts: 0.into(),
+        execs: 0.into(),
         up,
     });
     cp.reports.lock().unwrap().clear();
@@ -531,6 +666,7 @@ async fn a_changed_inventory_is_registered_again_and_only_then() {
             retry: Duration::from_millis(10),
             inventory_every: Some(Duration::from_millis(20)),
             power_check: None,
+            command_journal: None,
         },
     );
     let (tx, rx) = watch::channel(false);

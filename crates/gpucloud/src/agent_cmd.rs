@@ -125,6 +125,7 @@ pub async fn run(a: AgentArgs) -> Result<()> {
         AgentOptions {
             poll_wait: Duration::from_secs(a.poll_wait_s.clamp(1, 60)),
             heartbeat: Duration::from_secs(a.heartbeat_s.max(1)),
+            command_journal: Some(a.state_dir.join("commands")),
             ..AgentOptions::default()
         },
     );

@@ -231,7 +231,10 @@ pub async fn start(opts: &CloudOptions) -> Result<Cloud> {
             Arc::new(http),
             host.inventory.clone(),
             host.runtimes.clone(),
-            AgentOptions::default(),
+            AgentOptions {
+                command_journal: Some(state_dir.join("commands")),
+                ..AgentOptions::default()
+            },
         );
         if let Some(listen) = &opts.agent_metrics_listen {
             crate::agent_cmd::serve_metrics(listen, &host, agent.stats(), rx.clone()).await;
@@ -254,6 +257,7 @@ pub async fn start(opts: &CloudOptions) -> Result<Cloud> {
             retry: Duration::from_secs(1),
             inventory_every: None,
             power_check: None,
+            command_journal: None,
         };
         for h in hosts {
             let rt: Arc<dyn Runtime> = Arc::new(SimRuntime::new(opts.sim_boot, opts.sim_stop));

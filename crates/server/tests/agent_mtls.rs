@@ -134,6 +134,7 @@ async fn an_agent_joins_with_a_token_and_runs_instances_over_mtls() {
             retry: Duration::from_millis(100),
             inventory_every: None,
             power_check: None,
+            command_journal: None,
         },
     );
     tokio::spawn(agent.run(rx));

@@ -258,6 +258,7 @@ async fn a_console_relays_bytes_both_ways_through_an_mtls_agent() {
             retry: Duration::from_millis(100),
             inventory_every: None,
             power_check: None,
+            command_journal: None,
         },
     );
     tokio::spawn(agent.run(rx));

@@ -82,6 +82,7 @@ impl TestCloud {
                     retry: Duration::from_millis(100),
                     inventory_every: None,
                     power_check: None,
+                    command_journal: None,
                 },
             );
             tokio::spawn(agent.run(rx.clone()));
