@@ -516,7 +516,7 @@ impl Agent {
                         host_id: host_id.clone(),
                         generation,
                         instances: slots.values().map(|s| s.status.clone()).collect(),
-                        commands: tasks.values().cloned().collect(),
+                        commands: report_commands(tasks.values(), REPORT_OUTPUT_BUDGET),
                     };
                     let result = self.link.report(&observed).await;
                     self.stats.record(&observed, result.is_ok());
@@ -597,6 +597,41 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Command output carried by one report, bytes of base64. A burst of
+/// finished commands (each up to [`MAX_COMMAND_OUTPUT`]) would otherwise
+/// make a report too large for the server to take, and no report would get
+/// through again.
+const REPORT_OUTPUT_BUDGET: usize = 8 * 1024 * 1024;
+
+/// The command results for a report: finished tasks with their output while
+/// it fits in `budget`; the rest are still reported running (which the
+/// server already knows) and go in a later report, once the server has
+/// settled these and stops listing them.
+fn report_commands<'a>(
+    tasks: impl Iterator<Item = &'a CommandResult>,
+    mut budget: usize,
+) -> Vec<CommandResult> {
+    tasks
+        .map(|t| {
+            if t.ended_ms.is_none() || t.output.len() <= budget {
+                budget = budget.saturating_sub(t.output.len());
+                t.clone()
+            } else {
+                CommandResult {
+                    task_id: t.task_id.clone(),
+                    status: "RUNNING".into(),
+                    exit_code: None,
+                    output: String::new(),
+                    dropped: 0,
+                    started_ms: t.started_ms,
+                    ended_ms: None,
+                    error: String::new(),
+                }
+            }
+        })
+        .collect()
 }
 
 fn finished(task_id: &str, status: &str, error: &str) -> CommandResult {

@@ -702,3 +702,38 @@ async fn a_changed_inventory_is_registered_again_and_only_then() {
     let _ = tx.send(true);
     task.await.unwrap().unwrap();
 }
+
+#[test]
+fn a_burst_of_finished_commands_is_reported_in_parts() {
+    let done = |i: usize, out: usize| CommandResult {
+        task_id: format!("invt-{i:08}"),
+        status: "SUCCESS".into(),
+        exit_code: Some(0),
+        output: "A".repeat(out),
+        dropped: 0,
+        started_ms: Some(1),
+        ended_ms: Some(2),
+        error: String::new(),
+    };
+    let mut tasks: Vec<CommandResult> = (0..10).map(|i| done(i, 400)).collect();
+    tasks.push(finished("invt-nooutput", "FAILED", "result lost"));
+    let mut running = done(99, 0);
+    running.status = "RUNNING".into();
+    running.ended_ms = None;
+    tasks.push(running);
+    let r = report_commands(tasks.iter(), 1000);
+    assert_eq!(r.len(), 12, "every task is in the report");
+    let full: Vec<_> = r.iter().filter(|t| t.status == "SUCCESS").collect();
+    assert_eq!(full.len(), 2, "outputs up to the budget");
+    let total: usize = r.iter().map(|t| t.output.len()).sum();
+    assert!(total <= 1000);
+    assert!(
+        r.iter().any(|t| t.status == "FAILED"),
+        "no output, always fits"
+    );
+    assert_eq!(r.iter().filter(|t| t.status == "RUNNING").count(), 9);
+    assert!(r
+        .iter()
+        .filter(|t| t.status == "RUNNING")
+        .all(|t| t.output.is_empty() && t.ended_ms.is_none()));
+}
