@@ -1568,6 +1568,25 @@ impl Runtime for QemuRuntime {
         // Once past the timeout the command's whole tree is killed inside the
         // guest; the guest agent then hands over what it printed.
         let mut killed_at: Option<Instant> = None;
+        // A status query can fail once (the guest agent busy, a socket
+        // hiccup) while the command goes on: only several failures in a row,
+        // or the VM gone, lose it — and then it is killed, so nothing keeps
+        // running that no one will report.
+        let mut errors = 0u32;
+        let kill = || async {
+            let _g = lock.lock().await;
+            let _ = qga(
+                &sock,
+                "guest-exec",
+                Some(serde_json::json!({
+                    "path": "/bin/sh",
+                    "arg": ["-c", crate::runtime::KILL_TREE_SH, "sh", gpid.to_string()],
+                })),
+                Duration::from_secs(5),
+                true,
+            )
+            .await;
+        };
         loop {
             let st = {
                 let _g = lock.lock().await;
@@ -1581,8 +1600,20 @@ impl Runtime for QemuRuntime {
                 .await
             };
             let st = match (st, killed_at) {
-                (Ok(st), _) => st,
-                (Err(e), None) => return Err(err("the guest agent lost the command", e)),
+                (Ok(st), _) => {
+                    errors = 0;
+                    st
+                }
+                (Err(e), None) => {
+                    errors += 1;
+                    if errors >= EXEC_STATUS_ERRORS || self.pid(id).is_none() {
+                        kill().await;
+                        return Err(err("the guest agent lost the command", e));
+                    }
+                    tracing::debug!(instance = %id, error = %e, errors, "guest-exec-status failed; asking again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
                 (Err(_), Some(_)) => serde_json::Value::Null,
             };
             let exited = st.get("exited").and_then(|e| e.as_bool()) == Some(true);
@@ -1619,18 +1650,7 @@ impl Runtime for QemuRuntime {
                     dropped: 0,
                 });
             } else if Instant::now() >= deadline {
-                let _g = lock.lock().await;
-                let _ = qga(
-                    &sock,
-                    "guest-exec",
-                    Some(serde_json::json!({
-                        "path": "/bin/sh",
-                        "arg": ["-c", crate::runtime::KILL_TREE_SH, "sh", gpid.to_string()],
-                    })),
-                    Duration::from_secs(5),
-                    true,
-                )
-                .await;
+                kill().await;
                 killed_at = Some(Instant::now());
                 continue;
             }
@@ -1638,6 +1658,9 @@ impl Runtime for QemuRuntime {
         }
     }
 }
+
+/// `guest-exec-status` failures in a row after which a command is lost.
+const EXEC_STATUS_ERRORS: u32 = 5;
 
 /// A finished `guest-exec-status`'s stdout then stderr.
 fn guest_output(st: &serde_json::Value) -> Vec<u8> {
@@ -1882,5 +1905,119 @@ mod tests {
         assert_eq!("auto".parse::<AccelChoice>(), Ok(AccelChoice::Auto));
         assert_eq!("tcg".parse::<AccelChoice>(), Ok(AccelChoice::Tcg));
         assert!("xen".parse::<AccelChoice>().is_err());
+    }
+
+    /// A guest agent on a unix socket whose `guest-exec-status` fails
+    /// `failures` times (`u32::MAX`: always) before the command has exited.
+    struct FakeQga {
+        failures: std::sync::atomic::AtomicU32,
+        kills: std::sync::atomic::AtomicU32,
+    }
+
+    async fn serve_qga(listener: tokio::net::UnixListener, qga: Arc<FakeQga>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            let qga = qga.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = s.into_split();
+                let mut r = BufReader::new(r);
+                let mut line = Vec::new();
+                while r.read_until(b'\n', &mut line).await.unwrap_or(0) > 0 {
+                    let text = line.strip_prefix(&[0xff]).unwrap_or(&line);
+                    let v: serde_json::Value = serde_json::from_slice(text).unwrap();
+                    line.clear();
+                    let reply = match v["execute"].as_str().unwrap() {
+                        "guest-sync" => serde_json::json!({ "return": v["arguments"]["id"] }),
+                        "guest-exec" => {
+                            let args = v["arguments"]["arg"].to_string();
+                            if args.contains("kill") {
+                                qga.kills.fetch_add(1, SeqCst);
+                            }
+                            serde_json::json!({ "return": { "pid": 7 } })
+                        }
+                        "guest-exec-status" => {
+                            if qga
+                                .failures
+                                .fetch_update(SeqCst, SeqCst, |n| match n {
+                                    0 => None,
+                                    u32::MAX => Some(u32::MAX),
+                                    n => Some(n - 1),
+                                })
+                                .is_ok()
+                            {
+                                serde_json::json!({ "error": { "class": "GenericError", "desc": "busy" } })
+                            } else {
+                                serde_json::json!({ "return": { "exited": true, "exitcode": 0, "out-data": "aGkK" } })
+                            }
+                        }
+                        other => panic!("unexpected {other}"),
+                    };
+                    if w.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_outlives_a_status_hiccup_and_a_lost_one_is_killed() {
+        let d = tempfile::tempdir().unwrap();
+        let rt = QemuRuntime::new(
+            QemuConfig {
+                qemu_bin: "/bin/false".into(),
+                qemu_img: "/bin/false".into(),
+                iso_bin: "/bin/false".into(),
+                state_dir: d.path().to_path_buf(),
+                images_dir: d.path().to_path_buf(),
+                accel: AccelChoice::Tcg,
+                boot_timeout: Duration::from_secs(5),
+                stop_timeout: Duration::from_secs(5),
+            },
+            crate::vfio::Vfio::host(),
+        );
+        let id = "ins-qgatest1";
+        let dir = rt.dir(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A process that looks like this VM's QEMU.
+        use std::os::unix::process::CommandExt as _;
+        let mut vm = std::process::Command::new("sh")
+            .args(["-c", "sleep 60; :", &format!("{id},process=qemu-{id}")])
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.join("qemu.pid"), vm.id().to_string()).unwrap();
+        assert!(rt.pid(id).is_some());
+        let qga = Arc::new(FakeQga {
+            failures: 2.into(),
+            kills: 0.into(),
+        });
+        let listener = tokio::net::UnixListener::bind(dir.join("qga.sock")).unwrap();
+        let server = tokio::spawn(serve_qga(listener, qga.clone()));
+        let req = ExecRequest {
+            script: b"echo hi".to_vec(),
+            working_directory: "/root".into(),
+            username: "root".into(),
+            timeout: Duration::from_secs(30),
+        };
+        // Two failed status queries in a row: the command goes on.
+        let out = rt.exec(id, &req).await.unwrap();
+        assert_eq!((out.exit_code, out.output.as_slice()), (0, &b"hi\n"[..]));
+        assert_eq!(qga.kills.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // The guest agent never answers again: lost, and killed.
+        qga.failures
+            .store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+        let e = rt.exec(id, &req).await.unwrap_err();
+        assert!(e.0.contains("lost the command"), "{}", e.0);
+        assert_eq!(qga.kills.load(std::sync::atomic::Ordering::SeqCst), 1);
+        server.abort();
+        kill(-(vm.id() as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = vm.wait();
     }
 }
