@@ -700,21 +700,30 @@ impl Store {
     }
 
     /// Ends tasks that got no result in time (their timeout plus `grace_ms`):
-    /// `TASK_TIMEOUT`. Returns how many.
+    /// `TASK_TIMEOUT`. Returns how many. The clock starts when the task was
+    /// created or, once the host said it runs, when that report arrived —
+    /// the host's own timeout runs from the start, which may come late (a
+    /// host that was unreachable), and its result must still be taken.
     pub async fn tasks_expire(&self, grace_ms: i64) -> Result<u64> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
-            "SELECT t.task_id, t.created_at, i.timeout_s FROM invocation_tasks t JOIN invocations i ON i.invocation_id = t.invocation_id
+            "SELECT t.task_id, t.status, t.created_at, t.updated_at, i.timeout_s FROM invocation_tasks t JOIN invocations i ON i.invocation_id = t.invocation_id
              WHERE t.status IN ('PENDING', 'RUNNING')",
         )
         .fetch_all(&mut *tx)
         .await?;
         let mut n = 0;
         for r in &rows {
-            let created: i64 = col(r, "created_at")?;
+            let from: i64 = if col::<String>(r, "status")? == "RUNNING" {
+                // Set when RUNNING was recorded; a repeated RUNNING does not
+                // touch it.
+                col(r, "updated_at")?
+            } else {
+                col(r, "created_at")?
+            };
             let timeout: i64 = col(r, "timeout_s")?;
-            if created + timeout * 1000 + grace_ms < now {
+            if from + timeout * 1000 + grace_ms < now {
                 n += sqlx::query(
                     "UPDATE invocation_tasks SET status = 'TASK_TIMEOUT', error_info = 'no result arrived from the host agent in time', updated_at = $2
                      WHERE task_id = $1 AND status IN ('PENDING', 'RUNNING')",

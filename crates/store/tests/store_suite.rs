@@ -1518,6 +1518,35 @@ both!(command_tasks_settle_once_and_stay_walled, |db| {
         0,
         "final states stay"
     );
+
+    // A task its host started late (it was unreachable, say) runs its full
+    // timeout from the start the host reported, not from its creation.
+    let mut late = inv.clone();
+    late.command_id = "cmd-aaaaaaa3".into();
+    late.invocation_id = "inv-aaaaaaa3".into();
+    late.timeout_s = 1;
+    late.tasks = vec![(
+        "invt-aaaaaaa3".into(),
+        "ins-aaaaaaa1".into(),
+        "host-a".into(),
+    )];
+    db.store.invocation_create(&s, &late).await.unwrap();
+    let created = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let running = TaskOutcome {
+        task_id: "invt-aaaaaaa3".into(),
+        ended_ms: None,
+        ..outcome("RUNNING", None)
+    };
+    db.store
+        .host_report("host-a", after, &[], &[running])
+        .await
+        .unwrap();
+    // By its creation it is past due (1 s timeout, no grace); by its start
+    // it is not (for another second).
+    assert!(created.elapsed() >= std::time::Duration::from_millis(1500));
+    assert_eq!(db.store.tasks_expire(0).await.unwrap(), 0);
+    assert_eq!(db.store.tasks_expire(-60_000).await.unwrap(), 1);
 });
 
 both!(cordoned_and_unreachable_hosts_take_no_claims, |db| {
