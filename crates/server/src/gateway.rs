@@ -31,9 +31,12 @@ pub struct Gateway {
     sched: Arc<Scheduler>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     seen: Mutex<HashMap<String, Instant>>,
-    /// Digest of the last report settled per host: an identical heartbeat
-    /// report cannot settle anything, so it only shows liveness.
-    last_report: Mutex<HashMap<String, [u8; 32]>>,
+    /// Digest of the last report settled per host, and when: an identical
+    /// heartbeat report cannot settle anything, so it only shows liveness —
+    /// in this server's memory, and in the database (`hosts.last_seen`, for
+    /// the other servers) once per `liveness_write`.
+    last_report: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+    liveness_write: Duration,
     /// Serial-console sessions live on this server (listed in their hosts'
     /// desired state, relayed through [`ControlPlane::console`]).
     pub consoles: crate::console::ConsoleHub,
@@ -50,11 +53,13 @@ fn store_err(e: StoreError) -> LinkError {
 }
 
 impl Gateway {
-    /// A gateway over a store and scheduler.
-    pub fn new(store: Store, sched: Arc<Scheduler>) -> Self {
+    /// A gateway over a store and scheduler. A host's liveness reaches the
+    /// database at least every `liveness_write`.
+    pub fn new(store: Store, sched: Arc<Scheduler>, liveness_write: Duration) -> Self {
         Self {
             store,
             sched,
+            liveness_write,
             wakers: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             last_report: Mutex::new(HashMap::new()),
@@ -286,7 +291,7 @@ impl ControlPlane for Gateway {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&observed.host_id)
-            == Some(&digest)
+            .is_some_and(|(d, at)| *d == digest && at.elapsed() < self.liveness_write)
         {
             return Ok(());
         }
@@ -348,7 +353,7 @@ impl ControlPlane for Gateway {
         self.last_report
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(observed.host_id.clone(), digest);
+            .insert(observed.host_id.clone(), (digest, Instant::now()));
         Ok(())
     }
 }

@@ -136,7 +136,10 @@ impl App {
         app::images::seed_builtin(&store).await?;
         let sched = Arc::new(Scheduler::new());
         sched.resync(&store.capacity_snapshot().await?);
-        let gateway = Arc::new(Gateway::new(store.clone(), sched.clone()));
+        // Often enough that every server sees a live host within its grace
+        // period (reports come at least every heartbeat, 15 s by default).
+        let liveness_write = (cfg.host_grace / 3).min(std::time::Duration::from_secs(20));
+        let gateway = Arc::new(Gateway::new(store.clone(), sched.clone(), liveness_write));
         Ok(Arc::new(Self {
             store,
             sched,

@@ -5,8 +5,10 @@
 //! * **capacity** — reloads into the scheduler's index the hosts whose
 //!   database generation moved (claims made or released by other servers,
 //!   operator changes), one host at a time (see `sched`);
-//! * **host liveness** — a host whose agent has not talked to this server
-//!   within the grace period becomes `UNREACHABLE` (its instances keep their
+//! * **host liveness** — a host whose agent has talked neither to this
+//!   server (its memory) nor to any other (`hosts.last_seen`, written by
+//!   reports at least every third of the grace period) within the grace
+//!   period becomes `UNREACHABLE` (its instances keep their
 //!   state and claims: nothing is double-booked); when it talks again it is
 //!   `READY`; command tasks that never got a result end `TASK_TIMEOUT`.
 
@@ -62,8 +64,19 @@ pub async fn capacity_pass(app: &App) -> gpucloud_store::Result<()> {
 pub async fn liveness_pass(app: &App, started: Instant) -> gpucloud_store::Result<()> {
     let seen: HashMap<String, Instant> = app.gateway.last_seen();
     let now = Instant::now();
+    let now_ms = gpucloud_store::now_ms();
     for h in app.store.host_list().await? {
-        let last = seen.get(&h.host_id).copied().unwrap_or(started);
+        // What this server saw, or what any server wrote, whichever is later.
+        let written = now
+            .checked_sub(std::time::Duration::from_millis(
+                (now_ms - h.last_seen).max(0) as u64,
+            ))
+            .unwrap_or(started);
+        let last = seen
+            .get(&h.host_id)
+            .copied()
+            .unwrap_or(started)
+            .max(written);
         let silent = now.duration_since(last);
         let live = silent < app.cfg.host_grace;
         let changed = if !live && h.state == state::READY {

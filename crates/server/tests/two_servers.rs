@@ -1,0 +1,93 @@
+//! Two control-plane servers on one database: a host that reports to one of
+//! them is live for both (liveness goes through `hosts.last_seen`, not only
+//! the memory of the server it talks to), and silent for both once it stops.
+
+use gpucloud_agent::runtime::Runtime;
+use gpucloud_agent::sim::{SimHost, SimRuntime};
+use gpucloud_agent::{Agent, AgentOptions};
+use gpucloud_agent_api::ControlPlane;
+use gpucloud_server::{App, Config};
+use gpucloud_store::hosts::state;
+use gpucloud_store::{SecretBox, Store};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+async fn app(url: &str) -> Arc<App> {
+    let store = Store::connect(url, SecretBox::from_key(&[9u8; 32]))
+        .await
+        .unwrap();
+    let mut cfg = Config::for_region("ap-guangzhou");
+    cfg.host_grace = Duration::from_secs(3);
+    App::new(store, cfg).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_reporting_to_one_server_is_live_for_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let a = app(&url).await;
+    let host = SimHost::expand(
+        &gpucloud_core::simspec::parse("1*H100x8", "ap-guangzhou", "ap-guangzhou-3").unwrap(),
+    )
+    .remove(0);
+    let host_id = host.host_id();
+    let rt: Arc<dyn Runtime> = Arc::new(SimRuntime::new(Duration::ZERO, Duration::ZERO));
+    let link: Arc<dyn ControlPlane> = a.gateway.clone();
+    let agent = Agent::new(
+        link,
+        Arc::new(host),
+        vec![rt],
+        AgentOptions {
+            poll_wait: Duration::from_secs(1),
+            heartbeat: Duration::from_millis(200),
+            report_delay: Duration::from_millis(2),
+            retry: Duration::from_millis(100),
+            inventory_every: None,
+            power_check: None,
+            command_journal: None,
+        },
+    );
+    let (stop, rx) = watch::channel(false);
+    let agent = tokio::spawn(agent.run(rx));
+
+    // Server B has never heard from the host itself, and started well over
+    // a grace period ago.
+    let b = app(&url).await;
+    let b_started = Instant::now() - Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.store.host_get(&host_id).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the host never registered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Longer than the grace period: B keeps it READY throughout.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        gpucloud_server::reconcile::liveness_pass(&b, b_started)
+            .await
+            .unwrap();
+        let h = b.store.host_get(&host_id).await.unwrap().unwrap();
+        assert_eq!(h.state, state::READY, "{}", h.state_reason);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // The agent stops: B finds the host unreachable within the grace period
+    // (plus the write interval).
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    let stopped = Instant::now();
+    loop {
+        gpucloud_server::reconcile::liveness_pass(&b, b_started)
+            .await
+            .unwrap();
+        let h = b.store.host_get(&host_id).await.unwrap().unwrap();
+        if h.state == state::UNREACHABLE {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(15),
+            "B never found the silent host unreachable"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
