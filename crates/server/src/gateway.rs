@@ -286,14 +286,32 @@ impl ControlPlane for Gateway {
             use sha2::{Digest, Sha256};
             Sha256::digest(serde_json::to_vec(observed).unwrap_or_default()).into()
         };
-        if self
+        let same = self
             .last_report
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&observed.host_id)
-            .is_some_and(|(d, at)| *d == digest && at.elapsed() < self.liveness_write)
-        {
-            return Ok(());
+            .filter(|(d, _)| *d == digest)
+            .map(|(_, at)| at.elapsed());
+        match same {
+            Some(age) if age < self.liveness_write => return Ok(()),
+            // Unchanged, but the other servers should hear it is alive.
+            Some(_) => match self.store.host_touch(&observed.host_id).await {
+                Ok(true) => {
+                    if let Some(e) = self
+                        .last_report
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_mut(&observed.host_id)
+                    {
+                        e.1 = Instant::now();
+                    }
+                    return Ok(());
+                }
+                Ok(false) => {} // not READY: the full report flips it back
+                Err(e) => return Err(store_err(e)),
+            },
+            None => {}
         }
         let obs: Vec<ObservedInstance> = observed
             .instances

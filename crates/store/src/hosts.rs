@@ -316,6 +316,22 @@ impl Store {
         Ok(())
     }
 
+    /// Records that a `READY` host's agent is alive (`last_seen`), for the
+    /// other servers' liveness checks. `false` when the host is not `READY`
+    /// (or gone): then only a full report may change it.
+    pub async fn host_touch(&self, host_id: &str) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let n =
+            sqlx::query("UPDATE hosts SET last_seen = $2 WHERE host_id = $1 AND state = 'READY'")
+                .bind(host_id)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
     /// Sets a host's agent state (liveness reconciler).
     pub async fn host_set_state(&self, host_id: &str, state: &str, reason: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
