@@ -174,3 +174,21 @@ def test_tenants_are_walls_and_admin_works_while_up_runs(cloud_factory):
     hosts = cloud.admin("hosts")
     assert len(hosts) == 2, "one simulated host and the local host"
     assert any(h["gpu_model"] == "H100" for h in hosts)
+
+    # An operator turns bob's key off: every request with it is refused
+    # (within the servers' 15 s key cache), alice is untouched; and on again.
+    import subprocess
+    from conftest import BIN
+
+    def key(cmd):
+        subprocess.run([BIN, "admin", "tenant", cmd, bob_creds["SecretId"], "--data-dir", str(cloud.data_dir)],
+                       check=True, capture_output=True, timeout=60)
+
+    key("key-disable")
+    wait_for("bob's disabled key to be refused",
+             lambda: error_code(bob, "DescribeZones", {}) == "AuthFailure.SecretIdNotFound" or None, timeout=30)
+    assert [k["Status"] for k in cloud.admin("tenant", "keys", "bob")] == ["Inactive"]
+    assert describe(alice, [iid])[0]["InstanceState"] == "RUNNING"
+    key("key-enable")
+    wait_for("bob's key to work again",
+             lambda: error_code(bob, "DescribeZones", {}) == "OK" or None, timeout=30)

@@ -128,6 +128,11 @@ enum JoinTokenCmd {
     },
     /// Lists tokens (never their secrets).
     List,
+    /// Revokes a token before it expires: no host joins with it any more.
+    Revoke {
+        /// The token, or its ID (the part after `gcj.`).
+        token: String,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -146,6 +151,22 @@ enum TenantCmd {
     Key {
         /// Tenant name.
         name: String,
+    },
+    /// Lists a tenant's API keys (SecretIds and status, never the SecretKeys).
+    Keys {
+        /// Tenant name.
+        name: String,
+    },
+    /// Turns an API key off: requests signed with it are refused (within
+    /// 15 s on every server). Reversible with key-enable.
+    KeyDisable {
+        /// The SecretId (AKID…).
+        secret_id: String,
+    },
+    /// Turns a disabled API key on again.
+    KeyEnable {
+        /// The SecretId (AKID…).
+        secret_id: String,
     },
 }
 
@@ -219,6 +240,7 @@ pub async fn run(a: AdminArgs) -> Result<()> {
                         )
                     })?;
                     let (sid, sk) = store.api_key_create(t.app_id).await?;
+                    eprintln!("The SecretKey is shown only now; keep it safe.");
                     match target.output {
                         Output::Json => json(
                             &serde_json::json!({"AppId": t.app_id, "SecretId": sid, "SecretKey": sk}),
@@ -229,6 +251,36 @@ pub async fn run(a: AdminArgs) -> Result<()> {
                         ),
                     }
                 }
+                TenantCmd::Keys { name } => {
+                    let t = store.tenant_by_name(&name).await?.ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "no tenant named {name}; `gpucloud admin tenant list` shows them"
+                        )
+                    })?;
+                    let keys = store.api_keys_of(t.app_id).await?;
+                    match target.output {
+                        Output::Json => json(
+                            &keys
+                                .iter()
+                                .map(|(id, status, at)| {
+                                    serde_json::json!({"SecretId": id, "Status": status, "CreateTime": gpucloud_store::iso(*at)})
+                                })
+                                .collect::<Vec<_>>(),
+                        ),
+                        Output::Table => table(
+                            &["SecretId", "Status", "Created"],
+                            keys.iter()
+                                .map(|(id, status, at)| {
+                                    vec![id.clone(), status.clone(), gpucloud_store::iso(*at)]
+                                })
+                                .collect(),
+                        ),
+                    }
+                }
+                TenantCmd::KeyDisable { secret_id } => {
+                    key_active(&store, &secret_id, false).await?
+                }
+                TenantCmd::KeyEnable { secret_id } => key_active(&store, &secret_id, true).await?,
             }
         }
         AdminCmd::Hosts {
@@ -419,6 +471,27 @@ fn parse_duration(s: &str) -> Result<std::time::Duration> {
     Ok(std::time::Duration::from_secs(secs))
 }
 
+async fn key_active(store: &gpucloud_store::Store, secret_id: &str, active: bool) -> Result<()> {
+    match store.api_key_set_active(secret_id, active).await {
+        Ok(app_id) => {
+            eprintln!(
+                "API key {secret_id} of AppId {app_id} is {}{}",
+                if active { "active again" } else { "disabled" },
+                if active {
+                    ""
+                } else {
+                    "; every server refuses it within 15 s"
+                }
+            );
+            Ok(())
+        }
+        Err(gpucloud_store::StoreError::NotFound(_)) => anyhow::bail!(
+            "no API key {secret_id}; `gpucloud admin tenant keys NAME` lists a tenant's keys"
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn join_token(
     store: &gpucloud_store::Store,
     cmd: JoinTokenCmd,
@@ -499,6 +572,20 @@ async fn join_token(
                     println!("  {command}");
                 }
             }
+        }
+        JoinTokenCmd::Revoke { token } => {
+            let id = token
+                .trim()
+                .strip_prefix("gcj.")
+                .unwrap_or(token.trim())
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            if !store.join_token_revoke(&id).await? {
+                anyhow::bail!("no join token {id}; `gpucloud admin join-token list` shows them");
+            }
+            eprintln!("join token gcj.{id}.… revoked: no host joins with it any more");
         }
         JoinTokenCmd::List => {
             let list = store.join_tokens().await?;

@@ -146,7 +146,7 @@ async fn join(State(s): State<AgentState>, Json(req): Json<JoinRequest>) -> Resp
             let (code, msg) = match r {
                 TokenRefusal::Invalid => ("token_invalid", "the join token is not valid; create one with `gpucloud admin join-token create`".to_string()),
                 TokenRefusal::Expired => ("token_expired", "the join token has expired; create a new one with `gpucloud admin join-token create`".to_string()),
-                TokenRefusal::UsedUp => ("token_used", "the join token was already used as often as it allows; create a new one".to_string()),
+                TokenRefusal::UsedUp => ("token_used", "the join token was used as often as it allows, or revoked; create a new one".to_string()),
                 TokenRefusal::WrongHost => ("token_wrong_host", format!("this join token was issued for another host, not {}", req.host_id)),
                 TokenRefusal::HostTaken => ("host_taken", format!(
                     "host {} already joined this cluster; to re-join it (a reinstalled machine, a lost certificate) create a token for it with `gpucloud admin join-token create --host {}`, or remove the host first",

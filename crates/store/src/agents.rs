@@ -210,6 +210,19 @@ impl Store {
         Ok(Ok(()))
     }
 
+    /// Revokes a join token (by the ID in `gcj.<id>.…`): no join uses it
+    /// again. `false` when there is no such token.
+    pub async fn join_token_revoke(&self, token_id: &str) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("UPDATE join_tokens SET uses_left = 0 WHERE token_id = $1")
+            .bind(token_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
     /// Join tokens (operator view).
     pub async fn join_tokens(&self) -> Result<Vec<JoinTokenInfo>> {
         let rows = sqlx::query("SELECT token_id, description, expires_at, uses_left, created_at, host_id FROM join_tokens ORDER BY created_at")

@@ -155,6 +155,45 @@ impl Store {
         Ok(k)
     }
 
+    /// A tenant's API keys, oldest first: `(SecretId, status, created ms)`
+    /// (never the SecretKey).
+    pub async fn api_keys_of(&self, app_id: i64) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT secret_id, status, created_at FROM api_keys WHERE app_id = $1 ORDER BY created_at, secret_id",
+        )
+        .bind(app_id)
+        .fetch_all(self.r())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    col(r, "secret_id")?,
+                    col(r, "status")?,
+                    col(r, "created_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Turns an API key off (`Inactive`: every request signed with it is
+    /// refused) or on again. Returns the tenant's AppId; `NotFound` for an
+    /// unknown SecretId.
+    pub async fn api_key_set_active(&self, secret_id: &str, active: bool) -> Result<i64> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT app_id FROM api_keys WHERE secret_id = $1")
+            .bind(secret_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("API key {secret_id}")))?;
+        sqlx::query("UPDATE api_keys SET status = $2 WHERE secret_id = $1")
+            .bind(secret_id)
+            .bind(if active { "Active" } else { "Inactive" })
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        col(&row, "app_id")
+    }
+
     /// Looks up a SecretId for authentication.
     pub async fn api_key_lookup(&self, secret_id: &str) -> Result<Option<KeyRecord>> {
         let row = sqlx::query(

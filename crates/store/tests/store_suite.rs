@@ -108,6 +108,43 @@ both!(tenants_and_sealed_keys, |db| {
     );
     let (sid2, _) = db.store.api_key_create(c.app_id).await.unwrap();
     assert_ne!(sid2, c.secret_id);
+    // Keys are listed without their secrets, and can be turned off and on.
+    let keys = db.store.api_keys_of(c.app_id).await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(|(_, status, _)| status == "Active"));
+    assert_eq!(
+        db.store.api_key_set_active(&sid2, false).await.unwrap(),
+        c.app_id
+    );
+    assert!(
+        !db.store
+            .api_key_lookup(&sid2)
+            .await
+            .unwrap()
+            .unwrap()
+            .active
+    );
+    assert!(
+        db.store
+            .api_key_lookup(&c.secret_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .active
+    );
+    db.store.api_key_set_active(&sid2, true).await.unwrap();
+    assert!(
+        db.store
+            .api_key_lookup(&sid2)
+            .await
+            .unwrap()
+            .unwrap()
+            .active
+    );
+    assert!(matches!(
+        db.store.api_key_set_active("AKIDnope", false).await,
+        Err(gpucloud_store::StoreError::NotFound(_))
+    ));
     assert_eq!(db.store.tenant_list().await.unwrap().len(), 1);
     assert_eq!(
         db.store
@@ -1319,8 +1356,24 @@ both!(join_tokens_and_agent_certificates, |db| {
             .as_deref(),
         Some("host-j")
     );
+    // A revoked token joins nobody.
+    let revoked = db
+        .store
+        .join_token_create("oops", 60_000, 10)
+        .await
+        .unwrap();
+    let id = revoked.split('.').nth(1).unwrap();
+    assert!(db.store.join_token_revoke(id).await.unwrap());
+    assert!(!db.store.join_token_revoke("nosuchid").await.unwrap());
+    assert_eq!(
+        db.store
+            .join_host(&revoked, "sha256:r", "host-rv")
+            .await
+            .unwrap(),
+        Err(TokenRefusal::UsedUp)
+    );
     let listed = db.store.join_tokens().await.unwrap();
-    assert_eq!(listed.len(), 5);
+    assert_eq!(listed.len(), 6);
     assert_eq!(
         listed
             .iter()
