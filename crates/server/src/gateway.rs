@@ -37,6 +37,9 @@ pub struct Gateway {
     /// the other servers) once per `liveness_write`.
     last_report: Mutex<HashMap<String, ([u8; 32], Instant)>>,
     liveness_write: Duration,
+    /// This server, in the wake-ups it sends other servers
+    /// ([`gpucloud_store::wakeups`]).
+    pub server_id: String,
     /// Serial-console sessions live on this server (listed in their hosts'
     /// desired state, relayed through [`ControlPlane::console`]).
     pub consoles: crate::console::ConsoleHub,
@@ -60,6 +63,7 @@ impl Gateway {
             store,
             sched,
             liveness_write,
+            server_id: uuid::Uuid::new_v4().simple().to_string(),
             wakers: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             last_report: Mutex::new(HashMap::new()),
@@ -76,9 +80,41 @@ impl Gateway {
             .clone()
     }
 
-    /// Wakes the agent of a host whose desired state changed.
+    /// Wakes the agent of a host whose desired state changed, on this
+    /// server and (PostgreSQL) on the others, where its agent may be
+    /// polling.
     pub fn poke(&self, host_id: &str) {
+        self.poke_local(host_id);
+        if self.store.backend() == gpucloud_store::db::Backend::Postgres {
+            let (store, origin, host) = (
+                self.store.clone(),
+                self.server_id.clone(),
+                host_id.to_string(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = store.notify_host(&origin, &host).await {
+                    // The other servers' agents still see it at their poll timeout.
+                    tracing::warn!(host = %host, error = ?e, "could not tell the other servers about a change");
+                }
+            });
+        }
+    }
+
+    /// Wakes the long polls of one host on this server only.
+    pub fn poke_local(&self, host_id: &str) {
         self.waker(host_id).notify_waiters();
+    }
+
+    /// Wakes every long poll on this server (a wake-up may have been missed).
+    pub fn poke_all(&self) {
+        for w in self
+            .wakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            w.notify_waiters();
+        }
     }
 
     fn touch(&self, host_id: &str) {

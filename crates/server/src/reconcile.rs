@@ -10,7 +10,10 @@
 //!   reports at least every third of the grace period) within the grace
 //!   period becomes `UNREACHABLE` (its instances keep their
 //!   state and claims: nothing is double-booked); when it talks again it is
-//!   `READY`; command tasks that never got a result end `TASK_TIMEOUT`.
+//!   `READY`; command tasks that never got a result end `TASK_TIMEOUT`;
+//! * **wake-ups** — on PostgreSQL, wakes this server's long polls for hosts
+//!   whose desired state another server changed (`LISTEN`, see
+//!   `gpucloud_store::wakeups`).
 
 use crate::App;
 use gpucloud_store::hosts::state;
@@ -26,8 +29,48 @@ const TASK_GRACE_MS: i64 = 60_000;
 pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(capacity_loop(app.clone(), shutdown.clone())),
-        tokio::spawn(liveness_loop(app, shutdown)),
+        tokio::spawn(liveness_loop(app.clone(), shutdown.clone())),
+        tokio::spawn(wakeup_loop(app, shutdown)),
     ]
+}
+
+/// Wakes this server's long polls for the hosts whose desired state other
+/// servers changed (PostgreSQL `LISTEN`; nothing to do on SQLite).
+async fn wakeup_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    use gpucloud_store::wakeups::Wakeup;
+    loop {
+        let mut listener = match app.store.listen_hosts().await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = ?e, "cannot listen for other servers' changes; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        };
+        // Changes made while this server was not listening.
+        app.gateway.poke_all();
+        loop {
+            let next = tokio::select! {
+                n = listener.next() => n,
+                _ = shutdown.changed() => return,
+            };
+            match next {
+                Ok(Wakeup::Host { origin, host_id }) => {
+                    if origin != app.gateway.server_id {
+                        app.gateway.poke_local(&host_id);
+                    }
+                }
+                Ok(Wakeup::Lost) => app.gateway.poke_all(),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "listening for other servers' changes failed; listening again");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 async fn capacity_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {

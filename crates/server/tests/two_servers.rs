@@ -91,3 +91,84 @@ async fn a_host_reporting_to_one_server_is_live_for_the_other() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A fresh PostgreSQL database (dropped at the end of the test).
+async fn pg_database() -> Option<(String, String, String)> {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let admin = std::env::var("GPUCLOUD_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut conn = match sqlx::AnyConnection::connect(&admin).await {
+        Ok(c) => c,
+        Err(e) => {
+            if std::env::var("GPUCLOUD_SKIP_PG").as_deref() == Ok("1") {
+                eprintln!("skipping: PostgreSQL unreachable at {admin}: {e}");
+                return None;
+            }
+            panic!("PostgreSQL is not reachable at {admin} ({e}); start it (scripts/test.sh does) or set GPUCLOUD_SKIP_PG=1");
+        }
+    };
+    let name = format!("gct_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
+    Some((format!("{base}/{name}"), admin, name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_server_wakes_the_agent_polling_another() {
+    use gpucloud_store::hosts::AdminState;
+    let Some((url, admin, name)) = pg_database().await else {
+        return;
+    };
+    let a = app(&url).await;
+    let b = app(&url).await;
+    let (stop, rx) = watch::channel(false);
+    gpucloud_server::reconcile::spawn(a.clone(), rx);
+    let host = SimHost::expand(
+        &gpucloud_core::simspec::parse("1*H100x8", "ap-guangzhou", "ap-guangzhou-3").unwrap(),
+    )
+    .remove(0);
+    let host_id = host.host_id();
+    let link: Arc<dyn ControlPlane> = a.gateway.clone();
+    use gpucloud_agent::inventory::Inventory;
+    link.register(&host.collect()).await.unwrap();
+    let now = link.desired(&host_id, 0, Duration::ZERO).await.unwrap();
+
+    // The agent long-polls server A (30 s); server B changes the host.
+    let poll = {
+        let (link, host_id) = (link.clone(), host_id.clone());
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let d = link
+                .desired(&host_id, now.generation, Duration::from_secs(30))
+                .await
+                .unwrap();
+            (d.generation, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.store
+        .host_set_admin(&host_id, AdminState::Cordoned)
+        .await
+        .unwrap();
+    b.gateway.poke(&host_id);
+    let (generation, waited) = poll.await.unwrap();
+    assert!(generation > now.generation);
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken by the other server's NOTIFY, not the poll timeout: {waited:?}"
+    );
+
+    stop.send(true).unwrap();
+    a.store.close().await;
+    b.store.close().await;
+    use sqlx::Connection;
+    if let Ok(mut c) = sqlx::AnyConnection::connect(&admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut c)
+            .await;
+    }
+}

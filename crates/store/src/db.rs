@@ -55,6 +55,8 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    /// The PostgreSQL URL, for the `LISTEN` connection of [`crate::wakeups`].
+    pub(crate) pg_url: Option<Arc<str>>,
     read: AnyPool,
     write: AnyPool,
     secrets: Arc<SecretBox>,
@@ -127,6 +129,7 @@ impl Store {
         };
         let store = Self {
             backend,
+            pg_url: (backend == Backend::Postgres).then(|| Arc::from(url)),
             read,
             write,
             secrets: Arc::new(secrets),

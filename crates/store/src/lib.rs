@@ -36,6 +36,7 @@ pub mod keypairs;
 pub mod network;
 pub mod secrets;
 pub mod tenants;
+pub mod wakeups;
 
 pub use db::{Backend, Store};
 pub use secrets::SecretBox;
