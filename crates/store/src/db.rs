@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "join_token_host",
         include_str!("../migrations/0007_join_token_host.sql"),
     ),
+    (
+        8,
+        "host_error",
+        include_str!("../migrations/0008_host_error.sql"),
+    ),
 ];
 
 /// A handle on the database. Cheap to clone.

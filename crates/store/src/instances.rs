@@ -134,6 +134,9 @@ pub struct InstanceRow {
     pub latest_operation_state: Option<String>,
     pub latest_operation_request_id: Option<String>,
     pub latest_operation_error: Option<String>,
+    /// Why the host cannot bring the instance to its desired state right
+    /// now (it keeps trying); `None` when it is as it should be.
+    pub host_error: Option<String>,
     pub host_id: Option<String>,
     pub resources_held: bool,
     pub prev_host_id: Option<String>,
@@ -162,7 +165,7 @@ pub struct InstanceRow {
     pub key_ids: Vec<String>,
 }
 
-gpucloud_api_types::debug_redacted!(InstanceRow { instance_id, app_id, uuid, name, host_name, zone, project_id, instance_type, cpu, memory_gib, gpu_count, image_id, runtime, charge_type, prepaid_period, renew_flag, expired_at, state, latest_operation, latest_operation_state, latest_operation_request_id, latest_operation_error, host_id, resources_held, prev_host_id, spec_generation, reboot_seq, stop_type, stopped_mode, disable_api_termination, system_disk, data_disks, internet, vpc_id, subnet_id, private_ip, security_group_ids, placement_group_id, tags, created_at, updated_at, gpu_ids, gpu_model, key_ids } secret { user_data });
+gpucloud_api_types::debug_redacted!(InstanceRow { instance_id, app_id, uuid, name, host_name, zone, project_id, instance_type, cpu, memory_gib, gpu_count, image_id, runtime, charge_type, prepaid_period, renew_flag, expired_at, state, latest_operation, latest_operation_state, latest_operation_request_id, latest_operation_error, host_error, host_id, resources_held, prev_host_id, spec_generation, reboot_seq, stop_type, stopped_mode, disable_api_termination, system_disk, data_disks, internet, vpc_id, subnet_id, private_ip, security_group_ids, placement_group_id, tags, created_at, updated_at, gpu_ids, gpu_model, key_ids } secret { user_data });
 
 fn instance_from_row(r: &AnyRow) -> Result<InstanceRow> {
     let state: String = col(r, "state")?;
@@ -192,6 +195,7 @@ fn instance_from_row(r: &AnyRow) -> Result<InstanceRow> {
         latest_operation_state: col(r, "latest_operation_state")?,
         latest_operation_request_id: col(r, "latest_operation_request_id")?,
         latest_operation_error: col(r, "latest_operation_error")?,
+        host_error: col(r, "host_error")?,
         host_id: col(r, "host_id")?,
         resources_held: held == 1,
         prev_host_id: col(r, "prev_host_id")?,
@@ -410,7 +414,7 @@ impl Seen {
     }
 }
 
-const INSTANCE_COLS: &str = "instance_id, app_id, uuid, name, host_name, zone, project_id, instance_type, cpu, memory_gib, gpu_count, image_id, runtime, charge_type, prepaid_period, renew_flag, expired_at, state, latest_operation, latest_operation_state, latest_operation_request_id, latest_operation_error, host_id, resources_held, prev_host_id, spec_generation, reboot_seq, stop_type, stopped_mode, disable_api_termination, user_data, system_disk, data_disks, internet, vpc_id, subnet_id, private_ip, security_group_ids, placement_group_id, tags, created_at, updated_at";
+const INSTANCE_COLS: &str = "instance_id, app_id, uuid, name, host_name, zone, project_id, instance_type, cpu, memory_gib, gpu_count, image_id, runtime, charge_type, prepaid_period, renew_flag, expired_at, state, latest_operation, latest_operation_state, latest_operation_request_id, latest_operation_error, host_error, host_id, resources_held, prev_host_id, spec_generation, reboot_seq, stop_type, stopped_mode, disable_api_termination, user_data, system_disk, data_disks, internet, vpc_id, subnet_id, private_ip, security_group_ids, placement_group_id, tags, created_at, updated_at";
 
 /// Claims vCPUs, memory and GPUs on a host for an instance. The host must be
 /// reporting (`READY`) and taking instances (`ACTIVE`: not cordoned or
@@ -780,7 +784,7 @@ impl Store {
             let password = inst.password.as_ref().map(|p| self.secrets().seal(p));
             sqlx::query(&format!(
                 "INSERT INTO instances ({INSTANCE_COLS}, password_sealed, client_token) VALUES ({})",
-                placeholders(1, 44)
+                placeholders(1, 45)
             ))
             .bind(&inst.instance_id)
             .bind(scope.app_id())
@@ -803,6 +807,7 @@ impl Store {
             .bind(Operation::Run.action())
             .bind("OPERATING")
             .bind(&batch.request_id)
+            .bind(None::<String>)
             .bind(None::<String>)
             .bind(&inst.host_id)
             .bind(1i64)
@@ -1190,7 +1195,7 @@ impl Store {
         let moved = new_host != old_host;
         let n = sqlx::query(
             "UPDATE instances SET state = $1, latest_operation = 'ResetInstancesType', latest_operation_state = 'OPERATING',
-               latest_operation_request_id = $2, latest_operation_error = NULL, spec_generation = spec_generation + 1,
+               latest_operation_request_id = $2, latest_operation_error = NULL, host_error = NULL, spec_generation = spec_generation + 1,
                instance_type = $3, cpu = $4, memory_gib = $5, gpu_count = $6, host_id = $7, resources_held = 1,
                prev_host_id = $8, prev_cpu = $9, prev_mem_mib = $10, updated_at = $11,
                reboot_seq = reboot_seq + $14
@@ -1441,7 +1446,7 @@ impl Store {
         let n = sqlx::query(
             "UPDATE instances SET image_id = $1, host_name = COALESCE($2, host_name), user_data = COALESCE($3, user_data),
                state = $4, latest_operation = $5, latest_operation_state = 'OPERATING', latest_operation_request_id = $6,
-               latest_operation_error = NULL, spec_generation = spec_generation + 1, reboot_seq = reboot_seq + $7,
+               latest_operation_error = NULL, host_error = NULL, spec_generation = spec_generation + 1, reboot_seq = reboot_seq + $7,
                reset_seq = reset_seq + 1, updated_at = $8
              WHERE instance_id = $9 AND app_id = $10 AND state = $11",
         )
@@ -1736,7 +1741,19 @@ impl Store {
                     .await?;
                 host_after = None;
             }
-            if to == inst.state && result.is_none() && held == inst.resources_held {
+            // A failure that ends no operation (a running instance whose VM
+            // will not start again, a removal that fails): shown until the
+            // host reports the instance as it should be.
+            let host_error = (observed == Observed::Failed && result.is_none()).then(|| {
+                obs.error
+                    .clone()
+                    .unwrap_or_else(|| "the host could not bring the instance to its state".into())
+            });
+            if to == inst.state
+                && result.is_none()
+                && held == inst.resources_held
+                && host_error == inst.host_error
+            {
                 continue;
             }
             let op_state = match result {
@@ -1754,7 +1771,8 @@ impl Store {
             };
             sqlx::query(
                 "UPDATE instances SET state = $1, latest_operation_state = $2, latest_operation_error = $3, resources_held = $4,
-                   host_id = $5, terminated_at = CASE WHEN $1 = 'TERMINATED' THEN $6 ELSE terminated_at END, updated_at = $6
+                   host_id = $5, terminated_at = CASE WHEN $1 = 'TERMINATED' THEN $6 ELSE terminated_at END, updated_at = $6,
+                   host_error = $8
                  WHERE instance_id = $7",
             )
             .bind(to.as_str())
@@ -1764,6 +1782,7 @@ impl Store {
             .bind(host_after)
             .bind(now)
             .bind(&inst.instance_id)
+            .bind(host_error)
             .execute(&mut *tx)
             .await?;
             if to != inst.state {
@@ -1885,7 +1904,7 @@ async fn begin_op(
     ));
     let n = sqlx::query(
         "UPDATE instances SET state = $1, latest_operation = $2, latest_operation_state = 'OPERATING',
-           latest_operation_request_id = $3, latest_operation_error = NULL, spec_generation = spec_generation + 1,
+           latest_operation_request_id = $3, latest_operation_error = NULL, host_error = NULL, spec_generation = spec_generation + 1,
            reboot_seq = reboot_seq + $4, stop_type = COALESCE($5, stop_type), stopped_mode = $6,
            resources_held = $7, updated_at = $8
          WHERE instance_id = $9 AND app_id = $10 AND state = $11 AND resources_held = $12",

@@ -492,6 +492,58 @@ both!(launch_failure_releases_after_cleanup, |db| {
     assert!(db.store.gpu_claims().await.unwrap().is_empty());
 });
 
+both!(
+    a_running_instance_the_host_cannot_keep_running_says_why,
+    |db| {
+        let s = tenant(&db.store, "t1").await;
+        add_host(&db.store, "host-a", 8).await;
+        create(&db.store, &s, inst("ins-keep0001", "host-a", &[0]))
+            .await
+            .unwrap();
+        let report = |o: ObservedInstance| {
+            let store = db.store.clone();
+            async move { store.host_report("host-a", 0, &[o], &[]).await.unwrap() }
+        };
+        report(obs("ins-keep0001", 1, Observed::Running)).await;
+        let get = || async {
+            db.store
+                .instance_get(&s, "ins-keep0001")
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let i = get().await;
+        assert_eq!(
+            (i.state, i.host_error.as_deref()),
+            (InstanceState::Running, None)
+        );
+        // The VM died and will not start again: still RUNNING (what the tenant
+        // asked for, and the host keeps trying), but the reason is kept…
+        let mut o = obs("ins-keep0001", 1, Observed::Failed);
+        o.error = Some("QEMU exited right after starting".into());
+        report(o).await;
+        let i = get().await;
+        assert_eq!(i.state, InstanceState::Running);
+        assert_eq!(
+            i.host_error.as_deref(),
+            Some("QEMU exited right after starting")
+        );
+        assert_eq!(
+            i.latest_operation_state.as_deref(),
+            Some("SUCCESS"),
+            "no operation failed"
+        );
+        // … until the host reports it running again.
+        report(obs("ins-keep0001", 1, Observed::Running)).await;
+        assert_eq!(get().await.host_error, None);
+        assert_eq!(
+            db.store.gpu_claims().await.unwrap().len(),
+            1,
+            "nothing released"
+        );
+    }
+);
+
 both!(resize_on_host_and_by_moving, |db| {
     let s = tenant(&db.store, "t1").await;
     add_host(&db.store, "host-a", 8).await;

@@ -499,7 +499,8 @@ pub async fn resize(
 ///
 /// Where the instance's host is not reporting, the state shown is the last
 /// one seen and `LatestOperationErrorMsg` says so (the API has no "unknown"
-/// state); when one of its GPUs is fenced, `GPUInfo.GPUHealth` lists the
+/// state); where the host reports that it cannot bring the instance to its
+/// state (and keeps trying), `LatestOperationErrorMsg` says why; when one of its GPUs is fenced, `GPUInfo.GPUHealth` lists the
 /// health of each.
 pub fn to_api(r: &InstanceRow, os_name: &str, facts: &crate::sched::Facts) -> Instance {
     // Only when a GPU is fenced: Tencent's Python SDK warns about fields it
@@ -627,7 +628,13 @@ pub fn to_api(r: &InstanceRow, os_name: &str, facts: &crate::sched::Facts) -> In
                     .map(|e| format!("; last error: {e}"))
                     .unwrap_or_default()
             )),
-            None => r.latest_operation_error.clone(),
+            None => match &r.host_error {
+                Some(e) => Some(format!(
+                    "the host cannot bring the instance to {} and keeps trying: {e}",
+                    r.state.as_str()
+                )),
+                None => r.latest_operation_error.clone(),
+            },
         },
         enable_jumbo_frame: false,
         public_ipv6_addresses: None,
