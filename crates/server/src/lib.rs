@@ -138,7 +138,13 @@ impl App {
         sched.resync(&store.capacity_snapshot().await?);
         // Often enough that every server sees a live host within its grace
         // period (reports come at least every heartbeat, 15 s by default).
-        let liveness_write = (cfg.host_grace / 3).min(std::time::Duration::from_secs(20));
+        // SQLite has one server, which needs only its own memory.
+        let liveness_write = match store.backend() {
+            gpucloud_store::Backend::Sqlite => std::time::Duration::MAX,
+            gpucloud_store::Backend::Postgres => {
+                (cfg.host_grace / 3).min(std::time::Duration::from_secs(20))
+            }
+        };
         let gateway = Arc::new(Gateway::new(store.clone(), sched.clone(), liveness_write));
         Ok(Arc::new(Self {
             store,

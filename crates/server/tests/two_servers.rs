@@ -1,6 +1,7 @@
-//! Two control-plane servers on one database: a host that reports to one of
-//! them is live for both (liveness goes through `hosts.last_seen`, not only
-//! the memory of the server it talks to), and silent for both once it stops.
+//! Two control-plane servers on one PostgreSQL database: a host that reports
+//! to one of them is live for both (liveness goes through `hosts.last_seen`,
+//! not only the memory of the server it talks to), and silent for both once
+//! it stops; a change served by one wakes an agent polling the other.
 
 use gpucloud_agent::runtime::Runtime;
 use gpucloud_agent::sim::{SimHost, SimRuntime};
@@ -24,8 +25,10 @@ async fn app(url: &str) -> Arc<App> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_reporting_to_one_server_is_live_for_the_other() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    // Several servers share PostgreSQL (SQLite has one server).
+    let Some((url, admin, name)) = pg_database().await else {
+        return;
+    };
     let a = app(&url).await;
     let host = SimHost::expand(
         &gpucloud_core::simspec::parse("1*H100x8", "ap-guangzhou", "ap-guangzhou-3").unwrap(),
@@ -89,6 +92,19 @@ async fn a_host_reporting_to_one_server_is_live_for_the_other() {
             "B never found the silent host unreachable"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop_database(&[a, b], &admin, &name).await;
+}
+
+async fn drop_database(apps: &[Arc<App>], admin: &str, name: &str) {
+    use sqlx::Connection;
+    for a in apps {
+        a.store.close().await;
+    }
+    if let Ok(mut c) = sqlx::AnyConnection::connect(admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut c)
+            .await;
     }
 }
 
@@ -163,12 +179,5 @@ async fn a_change_on_one_server_wakes_the_agent_polling_another() {
     );
 
     stop.send(true).unwrap();
-    a.store.close().await;
-    b.store.close().await;
-    use sqlx::Connection;
-    if let Ok(mut c) = sqlx::AnyConnection::connect(&admin).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut c)
-            .await;
-    }
+    drop_database(&[a, b], &admin, &name).await;
 }
