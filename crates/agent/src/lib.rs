@@ -266,6 +266,9 @@ impl Agent {
         let mut slots: HashMap<String, Slot> = HashMap::new();
         // Command tasks this agent knows, with their latest result.
         let mut tasks: HashMap<String, CommandResult> = HashMap::new();
+        // Tasks whose final result a report got through with: the server
+        // has it, so later reports leave it (and its output) out.
+        let mut acked: std::collections::HashSet<String> = std::collections::HashSet::new();
         // Console sessions started (each relays until its session ends).
         let mut consoles: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut generation = 0i64;
@@ -328,6 +331,12 @@ impl Agent {
                                 spec: spec.clone(),
                             }
                         });
+                        if spec.spec_generation > slot.spec.spec_generation {
+                            // Something new asked of it: failures of the old
+                            // spec do not slow the new one down.
+                            slot.failures = 0;
+                            slot.retry_at = None;
+                        }
                         slot.spec = spec;
                         // Terminating an instance that is still booting (or
                         // stopping) need not wait for that to finish: cancel
@@ -371,6 +380,7 @@ impl Agent {
                     let wanted: std::collections::HashSet<String> =
                         desired.commands.iter().map(|c| c.task_id.clone()).collect();
                     tasks.retain(|id, _| wanted.contains(id));
+                    acked.retain(|id| wanted.contains(id));
                     if let Some(j) = journal.as_mut() {
                         j.keep_only(&wanted);
                     }
@@ -454,7 +464,9 @@ impl Agent {
                         }
                         if needs_work(slot) && slot.status.power != ObservedPower::Failed {
                             self.spawn_converge(slot, done_tx.clone());
-                        } else {
+                        } else if slot.status.power != ObservedPower::Failed {
+                            // A failed instance keeps its whole spec: its
+                            // retry needs the keys, network and image path.
                             compact(&mut slot.spec);
                         }
                     }
@@ -516,7 +528,10 @@ impl Agent {
                         host_id: host_id.clone(),
                         generation,
                         instances: slots.values().map(|s| s.status.clone()).collect(),
-                        commands: report_commands(tasks.values(), REPORT_OUTPUT_BUDGET),
+                        commands: report_commands(
+                            tasks.values().filter(|t| !acked.contains(&t.task_id)),
+                            REPORT_OUTPUT_BUDGET,
+                        ),
                     };
                     let result = self.link.report(&observed).await;
                     self.stats.record(&observed, result.is_ok());
@@ -529,6 +544,20 @@ impl Agent {
                         report_armed = true;
                         report_delay.as_mut().reset(tokio::time::Instant::now() + wait);
                     } else {
+                        acked.extend(
+                            observed
+                                .commands
+                                .iter()
+                                .filter(|c| c.ended_ms.is_some())
+                                .map(|c| c.task_id.clone()),
+                        );
+                        // Held back for the budget: they go next.
+                        if observed.commands.iter().any(|c| {
+                            c.ended_ms.is_none()
+                                && tasks.get(&c.task_id).is_some_and(|t| t.ended_ms.is_some())
+                        }) {
+                            dirty = true;
+                        }
                         report_failures = 0;
                     }
                     // Forget instances confirmed gone.

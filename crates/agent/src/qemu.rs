@@ -714,6 +714,14 @@ impl QemuRuntime {
     }
 
     /// The running QEMU of an instance.
+    /// Where the running boot's output starts in `console.log`.
+    fn console_from(&self, id: &str) -> u64 {
+        std::fs::read_to_string(self.dir(id).join("console.from"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     fn pid(&self, id: &str) -> Option<i32> {
         let pid: i32 = std::fs::read_to_string(self.dir(id).join("qemu.pid"))
             .ok()?
@@ -1292,7 +1300,9 @@ impl Runtime for QemuRuntime {
         let id = &spec.instance_id;
         let (base, image) = self.image_paths(spec)?;
         if let Some(pid) = self.pid(id) {
-            return self.wait_ready(id, pid, &image, 0).await;
+            return self
+                .wait_ready(id, pid, &image, self.console_from(id))
+                .await;
         }
         // ResetInstance: a fresh system disk from the (maybe new) image,
         // and nothing remembered about the old one's keys and password.
@@ -1387,6 +1397,9 @@ impl Runtime for QemuRuntime {
             let _ = std::fs::remove_file(dir.join(f));
         }
         let console_from = std::fs::metadata(dir.join("console.log")).map_or(0, |m| m.len());
+        // Where this boot's console output starts (the log keeps earlier
+        // boots): a restarted agent waits for *this* boot's login prompt.
+        let _ = std::fs::write(dir.join("console.from"), console_from.to_string());
         // The launcher chain: into the VPC's namespace, onto the GPUs' NUMA
         // node's CPUs (memory is bound by QEMU itself), then QEMU.
         let mut argv: Vec<std::ffi::OsString> = Vec::new();
@@ -1441,7 +1454,10 @@ impl Runtime for QemuRuntime {
         let id = &spec.instance_id;
         let (_, image) = self.image_paths(spec)?;
         match self.pid(id) {
-            Some(pid) => self.wait_ready(id, pid, &image, 0).await,
+            Some(pid) => {
+                self.wait_ready(id, pid, &image, self.console_from(id))
+                    .await
+            }
             None => Ok(()),
         }
     }
@@ -1993,7 +2009,15 @@ mod tests {
             .spawn()
             .unwrap();
         std::fs::write(dir.join("qemu.pid"), vm.id().to_string()).unwrap();
-        assert!(rt.pid(id).is_some());
+        // Once the child has exec'd sh (before, it shows the test's own command line).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rt.pid(id).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the stand-in VM process never showed up"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let qga = Arc::new(FakeQga {
             failures: 2.into(),
             kills: 0.into(),

@@ -317,6 +317,10 @@ impl Runtime for Gated {
     async fn start(&self, spec: &InstanceSpec) -> Result<(), runtime::RuntimeError> {
         use std::sync::atomic::Ordering::SeqCst;
         self.starts.fetch_add(1, SeqCst);
+        // A retry must have the whole spec (keys, network, image path).
+        if spec.hostname.is_empty() {
+            return Err(runtime::RuntimeError::new("started with a compacted spec"));
+        }
         if self
             .failing_starts
             .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
@@ -417,12 +421,15 @@ async fn a_restarted_agent_never_runs_a_command_twice() {
         *cp.desired.lock().unwrap() = Some(d);
         cp.changed.notify_waiters();
     };
+    // The latest report that mentions the task (once its final result got
+    // through, later reports leave it out).
     let task_status = |task: &str| {
         cp.reports
             .lock()
             .unwrap()
-            .last()
-            .and_then(|r| r.commands.iter().find(|c| c.task_id == task).cloned())
+            .iter()
+            .rev()
+            .find_map(|r| r.commands.iter().find(|c| c.task_id == task).cloned())
     };
     let (stop, task) = with_journal(cp.clone());
     with_commands(1, vec![cmd("invt-once0001")]);

@@ -63,7 +63,9 @@ async fn wakeup_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                         app.gateway.poke_local(&host_id);
                     }
                 }
-                Ok(Wakeup::Lost) => app.gateway.poke_all(),
+                // Listen again on a fresh connection; that wakes every poll
+                // once listening, for what was missed meanwhile.
+                Ok(Wakeup::Lost) => break,
                 Err(e) => {
                     tracing::warn!(error = ?e, "listening for other servers' changes failed; listening again");
                     break;
@@ -122,28 +124,36 @@ pub async fn liveness_pass(app: &App, started: Instant) -> gpucloud_store::Resul
             .max(written);
         let silent = now.duration_since(last);
         let live = silent < app.cfg.host_grace;
-        let changed = if !live && h.state == state::READY {
-            tracing::warn!(host = %h.host_id, silent_s = silent.as_secs(), "host unreachable");
-            app.store
-                .host_set_state(
-                    &h.host_id,
-                    state::UNREACHABLE,
-                    &format!("the host agent has not reported for {} s", silent.as_secs()),
-                )
+        // Conditional flips: another server may have heard from the host (or
+        // flipped it) since `host_list` was read.
+        let silent_since_ms = now_ms - app.cfg.host_grace.as_millis() as i64;
+        let flipped = if !live && h.state == state::READY {
+            let reason = format!("the host agent has not reported for {} s", silent.as_secs());
+            let f = app
+                .store
+                .host_flip_liveness(&h.host_id, false, &reason, silent_since_ms)
                 .await?;
-            true
+            if f {
+                tracing::warn!(host = %h.host_id, silent_s = silent.as_secs(), "host unreachable");
+            }
+            f
         } else if live && h.state == state::UNREACHABLE {
-            tracing::info!(host = %h.host_id, "host reachable again");
-            app.store
-                .host_set_state(&h.host_id, state::READY, "")
+            let f = app
+                .store
+                .host_flip_liveness(&h.host_id, true, "", silent_since_ms)
                 .await?;
-            true
+            if f {
+                tracing::info!(host = %h.host_id, "host reachable again");
+            }
+            f
         } else {
-            // Another server (or a report) changed the state: catch up.
-            app.sched
-                .with_facts(|f| f.unreachable.contains_key(&h.host_id) != (h.state != state::READY))
+            false
         };
-        if changed {
+        // Another server (or a report) changed the state: catch up.
+        let behind = app
+            .sched
+            .with_facts(|f| f.unreachable.contains_key(&h.host_id) != (h.state != state::READY));
+        if flipped || behind {
             app.sched.refresh_from(&app.store, &h.host_id).await?;
         }
     }

@@ -169,6 +169,15 @@ impl Store {
         }
         let bound: Option<String> = col(&row, "host_id")?;
         if let Some((_, host_id)) = cert {
+            // Two first joins of one new host ID at once: on PostgreSQL the
+            // second waits here and then sees the first's certificate
+            // (SQLite's write transactions are serial already).
+            if self.backend() == crate::Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(format!("gpucloud-join {host_id}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             match bound.as_deref() {
                 Some(b) if b != host_id => return Ok(Err(TokenRefusal::WrongHost)),
                 Some(_) => {

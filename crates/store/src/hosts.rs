@@ -349,6 +349,37 @@ impl Store {
         Ok(())
     }
 
+    /// The liveness reconciler's flips, each only from the state it saw:
+    /// `READY` → `UNREACHABLE` only while `last_seen` is still before
+    /// `silent_since` (another server may just have heard from the host),
+    /// `UNREACHABLE` → `READY` only while it is still unreachable. Returns
+    /// whether it changed the host.
+    pub async fn host_flip_liveness(
+        &self,
+        host_id: &str,
+        reachable: bool,
+        reason: &str,
+        silent_since_ms: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = if reachable {
+            sqlx::query("UPDATE hosts SET state = 'READY', state_reason = '', generation = generation + 1 WHERE host_id = $1 AND state = 'UNREACHABLE'")
+                .bind(host_id)
+                .execute(&mut *tx)
+                .await?
+        } else {
+            sqlx::query("UPDATE hosts SET state = 'UNREACHABLE', state_reason = $2, generation = generation + 1 WHERE host_id = $1 AND state = 'READY' AND last_seen < $3")
+                .bind(host_id)
+                .bind(reason)
+                .bind(silent_since_ms)
+                .execute(&mut *tx)
+                .await?
+        }
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
     /// Sets a host's operator state (cordon, drain, uncordon).
     pub async fn host_set_admin(&self, host_id: &str, admin_state: AdminState) -> Result<()> {
         let mut tx = self.begin_write().await?;
