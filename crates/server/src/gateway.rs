@@ -35,7 +35,11 @@ pub struct Gateway {
     /// heartbeat report cannot settle anything, so it only shows liveness —
     /// in this server's memory, and in the database (`hosts.last_seen`, for
     /// the other servers) once per `liveness_write`.
-    last_report: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+    /// Per host: the digest, when its liveness was last written, and when it
+    /// was last settled in full — again after a while (`RESETTLE_EVERY`
+    /// liveness intervals), since another server may have settled a
+    /// different report of the host meanwhile.
+    last_report: Mutex<HashMap<String, ([u8; 32], Instant, Instant)>>,
     liveness_write: Duration,
     /// This server, in the wake-ups it sends other servers
     /// ([`gpucloud_store::wakeups`]).
@@ -44,6 +48,10 @@ pub struct Gateway {
     /// desired state, relayed through [`ControlPlane::console`]).
     pub consoles: crate::console::ConsoleHub,
 }
+
+/// Unchanged reports are settled in full again after this many liveness
+/// intervals (PostgreSQL; on SQLite the interval is unbounded).
+const RESETTLE_EVERY: u32 = 5;
 
 fn store_err(e: StoreError) -> LinkError {
     match e {
@@ -327,10 +335,13 @@ impl ControlPlane for Gateway {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&observed.host_id)
-            .filter(|(d, _)| *d == digest)
-            .map(|(_, at)| at.elapsed());
+            .filter(|(d, _, _)| *d == digest)
+            .map(|(_, touched, settled)| (touched.elapsed(), settled.elapsed()));
         match same {
-            Some(age) if age < self.liveness_write => return Ok(()),
+            Some((touched, _)) if touched < self.liveness_write => return Ok(()),
+            // Settled long ago: settle again (below).
+            Some((_, settled)) if settled >= self.liveness_write.saturating_mul(RESETTLE_EVERY) => {
+            }
             // Unchanged, but the other servers should hear it is alive.
             Some(_) => match self.store.host_touch(&observed.host_id).await {
                 Ok(true) => {
@@ -407,7 +418,10 @@ impl ControlPlane for Gateway {
         self.last_report
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(observed.host_id.clone(), (digest, Instant::now()));
+            .insert(
+                observed.host_id.clone(),
+                (digest, Instant::now(), Instant::now()),
+            );
         Ok(())
     }
 }
