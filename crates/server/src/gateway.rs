@@ -39,7 +39,7 @@ pub struct Gateway {
     /// was last settled in full — again after a while (`RESETTLE_EVERY`
     /// liveness intervals), since another server may have settled a
     /// different report of the host meanwhile.
-    last_report: Mutex<HashMap<String, ([u8; 32], Instant, Instant)>>,
+    last_report: Mutex<HashMap<String, LastReport>>,
     liveness_write: Duration,
     /// This server, in the wake-ups it sends other servers
     /// ([`gpucloud_store::wakeups`]).
@@ -47,6 +47,13 @@ pub struct Gateway {
     /// Serial-console sessions live on this server (listed in their hosts'
     /// desired state, relayed through [`ControlPlane::console`]).
     pub consoles: crate::console::ConsoleHub,
+}
+
+/// What the gateway remembers of a host's last report.
+struct LastReport {
+    digest: [u8; 32],
+    touched: Instant,
+    settled: Instant,
 }
 
 /// Unchanged reports are settled in full again after this many liveness
@@ -335,8 +342,8 @@ impl ControlPlane for Gateway {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&observed.host_id)
-            .filter(|(d, _, _)| *d == digest)
-            .map(|(_, touched, settled)| (touched.elapsed(), settled.elapsed()));
+            .filter(|r| r.digest == digest)
+            .map(|r| (r.touched.elapsed(), r.settled.elapsed()));
         match same {
             Some((touched, _)) if touched < self.liveness_write => return Ok(()),
             // Settled long ago: settle again (below).
@@ -351,7 +358,7 @@ impl ControlPlane for Gateway {
                         .unwrap_or_else(|p| p.into_inner())
                         .get_mut(&observed.host_id)
                     {
-                        e.1 = Instant::now();
+                        e.touched = Instant::now();
                     }
                     return Ok(());
                 }
@@ -420,7 +427,11 @@ impl ControlPlane for Gateway {
             .unwrap_or_else(|p| p.into_inner())
             .insert(
                 observed.host_id.clone(),
-                (digest, Instant::now(), Instant::now()),
+                LastReport {
+                    digest,
+                    touched: Instant::now(),
+                    settled: Instant::now(),
+                },
             );
         Ok(())
     }
