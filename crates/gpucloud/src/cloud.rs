@@ -312,11 +312,12 @@ async fn local_identity(
         .context("joining the local agent")
 }
 
-/// Waits until `n` hosts are registered (or the deadline passes).
+/// Waits until `n` hosts are registered and in the scheduler's index (or
+/// the deadline passes).
 pub async fn wait_for_hosts(app: &App, n: usize, deadline: Duration) -> Result<()> {
     let end = tokio::time::Instant::now() + deadline;
     loop {
-        let have = app.store.host_list().await?.len();
+        let have = app.sched.with_index(|i| i.len());
         if have >= n {
             return Ok(());
         }

@@ -246,8 +246,6 @@ pub async fn run(a: UpArgs) -> Result<()> {
     };
     let cloud = cloud::start(&opts).await?;
     let endpoint = format!("http://{}", cloud.addr);
-    let (creds, fresh) =
-        operator_credentials(&cloud.app.store, &data_dir, &a.region, &endpoint).await?;
     let hosts = a
         .simulate
         .as_ref()
@@ -257,6 +255,15 @@ pub async fn run(a: UpArgs) -> Result<()> {
                 .unwrap_or(0)
         })
         .unwrap_or(0);
+    // Ready means the hosts can take instances: wait for the simulated
+    // hosts and the local agent to register before handing out the
+    // credentials (which is what scripts and tests wait for).
+    let want = hosts + usize::from(!a.no_local_agent);
+    if let Err(e) = cloud::wait_for_hosts(&cloud.app, want, Duration::from_secs(120)).await {
+        tracing::warn!("{e}; instances may be refused until the rest register (gpucloud admin hosts shows them)");
+    }
+    let (creds, fresh) =
+        operator_credentials(&cloud.app.store, &data_dir, &a.region, &endpoint).await?;
     let cred_path = data_dir.join("credentials.json");
     println!("gpucloud is up.");
     println!();
