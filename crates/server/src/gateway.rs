@@ -44,9 +44,34 @@ pub struct Gateway {
     /// This server, in the wake-ups it sends other servers
     /// ([`gpucloud_store::wakeups`]).
     pub server_id: String,
+    /// Hosts to tell the other servers about, gathered by one task that
+    /// sends them in batches (PostgreSQL only).
+    notify: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     /// Serial-console sessions live on this server (listed in their hosts'
     /// desired state, relayed through [`ControlPlane::console`]).
     pub consoles: crate::console::ConsoleHub,
+}
+
+/// The task that tells the other servers which hosts changed: it takes
+/// what has gathered since its last send and sends it at once, so a burst of
+/// pokes costs a few notifications, not a connection each. Ends with the
+/// gateway.
+fn notifier(store: Store, origin: String) -> tokio::sync::mpsc::UnboundedSender<String> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut hosts = std::collections::BTreeSet::from([first]);
+            while let Ok(h) = rx.try_recv() {
+                hosts.insert(h);
+            }
+            let hosts: Vec<String> = hosts.into_iter().collect();
+            if let Err(e) = store.notify_hosts(&origin, &hosts).await {
+                // Their agents still see it at their poll timeout.
+                tracing::warn!(hosts = hosts.len(), error = ?e, "could not tell the other servers about a change");
+            }
+        }
+    });
+    tx
 }
 
 /// What the gateway remembers of a host's last report.
@@ -74,11 +99,15 @@ impl Gateway {
     /// A gateway over a store and scheduler. A host's liveness reaches the
     /// database at least every `liveness_write`.
     pub fn new(store: Store, sched: Arc<Scheduler>, liveness_write: Duration) -> Self {
+        let server_id = uuid::Uuid::new_v4().simple().to_string();
+        let notify = (store.backend() == gpucloud_store::Backend::Postgres)
+            .then(|| notifier(store.clone(), server_id.clone()));
         Self {
+            notify,
             store,
             sched,
             liveness_write,
-            server_id: uuid::Uuid::new_v4().simple().to_string(),
+            server_id,
             wakers: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             last_report: Mutex::new(HashMap::new()),
@@ -100,18 +129,8 @@ impl Gateway {
     /// polling.
     pub fn poke(&self, host_id: &str) {
         self.poke_local(host_id);
-        if self.store.backend() == gpucloud_store::db::Backend::Postgres {
-            let (store, origin, host) = (
-                self.store.clone(),
-                self.server_id.clone(),
-                host_id.to_string(),
-            );
-            tokio::spawn(async move {
-                if let Err(e) = store.notify_host(&origin, &host).await {
-                    // The other servers' agents still see it at their poll timeout.
-                    tracing::warn!(host = %host, error = ?e, "could not tell the other servers about a change");
-                }
-            });
+        if let Some(tx) = &self.notify {
+            let _ = tx.send(host_id.to_string());
         }
     }
 

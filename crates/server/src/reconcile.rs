@@ -58,9 +58,11 @@ async fn wakeup_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 _ = shutdown.changed() => return,
             };
             match next {
-                Ok(Wakeup::Host { origin, host_id }) => {
+                Ok(Wakeup::Hosts { origin, host_ids }) => {
                     if origin != app.gateway.server_id {
-                        app.gateway.poke_local(&host_id);
+                        for h in &host_ids {
+                            app.gateway.poke_local(h);
+                        }
                     }
                 }
                 // Listen again on a fresh connection; that wakes every poll

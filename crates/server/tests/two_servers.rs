@@ -181,3 +181,42 @@ async fn a_change_on_one_server_wakes_the_agent_polling_another() {
     stop.send(true).unwrap();
     drop_database(&[a, b], &admin, &name).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_changes_goes_out_in_few_notifications() {
+    use gpucloud_store::wakeups::Wakeup;
+    let Some((url, admin, name)) = pg_database().await else {
+        return;
+    };
+    let a = app(&url).await;
+    let mut listener = a
+        .store
+        .listen_hosts()
+        .await
+        .unwrap()
+        .expect("PostgreSQL listens");
+    let hosts: Vec<String> = (0..1500).map(|i| format!("host-{i:08}")).collect();
+    a.store.notify_hosts("server-b", &hosts).await.unwrap();
+    let mut heard = Vec::new();
+    let mut notifications = 0;
+    while heard.len() < hosts.len() {
+        match tokio::time::timeout(Duration::from_secs(10), listener.next())
+            .await
+            .expect("every host is announced")
+            .unwrap()
+        {
+            Wakeup::Hosts { origin, host_ids } => {
+                assert_eq!(origin, "server-b");
+                heard.extend(host_ids);
+                notifications += 1;
+            }
+            Wakeup::Lost => panic!("the connection dropped"),
+        }
+    }
+    assert_eq!(heard, hosts);
+    assert!(
+        (2..=5).contains(&notifications),
+        "{notifications} notifications for 1500 hosts (payloads up to ~7 KB)"
+    );
+    drop_database(&[a], &admin, &name).await;
+}
