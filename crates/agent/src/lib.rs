@@ -636,8 +636,8 @@ const REPORT_OUTPUT_BUDGET: usize = 8 * 1024 * 1024;
 
 /// The command results for a report: finished tasks with their output while
 /// it fits in `budget`; the rest are still reported running (which the
-/// server already knows) and go in a later report, once the server has
-/// settled these and stops listing them.
+/// server already knows) and go in the next report, since the ones that got
+/// through are left out from then on.
 fn report_commands<'a>(
     tasks: impl Iterator<Item = &'a CommandResult>,
     mut budget: usize,

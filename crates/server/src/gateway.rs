@@ -31,14 +31,12 @@ pub struct Gateway {
     sched: Arc<Scheduler>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     seen: Mutex<HashMap<String, Instant>>,
-    /// Digest of the last report settled per host, and when: an identical
-    /// heartbeat report cannot settle anything, so it only shows liveness —
-    /// in this server's memory, and in the database (`hosts.last_seen`, for
-    /// the other servers) once per `liveness_write`.
-    /// Per host: the digest, when its liveness was last written, and when it
-    /// was last settled in full — again after a while (`RESETTLE_EVERY`
-    /// liveness intervals), since another server may have settled a
-    /// different report of the host meanwhile.
+    /// The last report settled per host: an identical heartbeat report
+    /// cannot settle anything, so it only shows liveness — in this server's
+    /// memory, and in the database (`hosts.last_seen`, for the other
+    /// servers) on the first report after each `liveness_write`. It is
+    /// settled in full again after `RESETTLE_EVERY` intervals, since another
+    /// server may have settled a different report of the host meanwhile.
     last_report: Mutex<HashMap<String, LastReport>>,
     liveness_write: Duration,
     /// This server, in the wake-ups it sends other servers
@@ -97,7 +95,7 @@ fn store_err(e: StoreError) -> LinkError {
 
 impl Gateway {
     /// A gateway over a store and scheduler. A host's liveness reaches the
-    /// database at least every `liveness_write`.
+    /// database with its first report after each `liveness_write`.
     pub fn new(store: Store, sched: Arc<Scheduler>, liveness_write: Duration) -> Self {
         let server_id = uuid::Uuid::new_v4().simple().to_string();
         let notify = (store.backend() == gpucloud_store::Backend::Postgres)
