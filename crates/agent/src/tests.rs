@@ -130,6 +130,15 @@ fn start_agent(
     cp: Arc<FakeControlPlane>,
     rt: Arc<dyn Runtime>,
 ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    start_agent_with(cp, rt, None)
+}
+
+/// [`start_agent`] with a command journal in `journal`.
+fn start_agent_with(
+    cp: Arc<FakeControlPlane>,
+    rt: Arc<dyn Runtime>,
+    journal: Option<std::path::PathBuf>,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let host = SimHost::expand(
         &gpucloud_core::simspec::parse("CPU", "ap-guangzhou", "ap-guangzhou-3").unwrap(),
     )
@@ -145,7 +154,7 @@ fn start_agent(
             retry: Duration::from_millis(10),
             inventory_every: None,
             power_check: Some(Duration::from_millis(20)),
-            command_journal: None,
+            command_journal: journal,
         },
     );
     let (tx, rx) = watch::channel(false);
@@ -376,26 +385,7 @@ async fn a_restarted_agent_never_runs_a_command_twice() {
         up,
     });
     let with_journal = |cp: Arc<FakeControlPlane>| {
-        let host = SimHost::expand(
-            &gpucloud_core::simspec::parse("CPU", "ap-guangzhou", "ap-guangzhou-3").unwrap(),
-        )
-        .remove(0);
-        let agent = Agent::new(
-            cp,
-            Arc::new(host),
-            vec![rt.clone() as Arc<dyn Runtime>],
-            AgentOptions {
-                poll_wait: Duration::from_millis(200),
-                heartbeat: Duration::from_millis(200),
-                report_delay: Duration::from_millis(1),
-                retry: Duration::from_millis(10),
-                inventory_every: None,
-                power_check: None,
-                command_journal: Some(journal.path().join("commands")),
-            },
-        );
-        let (tx, rx) = watch::channel(false);
-        (tx, tokio::spawn(agent.run(rx)))
+        start_agent_with(cp, rt.clone(), Some(journal.path().join("commands")))
     };
     let cmd = |task: &str| CommandSpec {
         task_id: task.into(),
@@ -442,7 +432,7 @@ async fn a_restarted_agent_never_runs_a_command_twice() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.send(true).unwrap();
-    task.await.unwrap().unwrap();
+    task.await.unwrap();
     // The control plane never took that report: it still says PENDING. A
     // restarted agent must not run it again.
     cp.reports.lock().unwrap().clear();
@@ -481,7 +471,7 @@ async fn a_restarted_agent_never_runs_a_command_twice() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.send(true).unwrap();
-    task.await.unwrap().unwrap();
+    task.await.unwrap();
 }
 
 #[tokio::test]
@@ -707,7 +697,7 @@ async fn a_changed_inventory_is_registered_again_and_only_then() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(cp.registered.lock().unwrap().len(), 2, "once per change");
     let _ = tx.send(true);
-    task.await.unwrap().unwrap();
+    task.await.unwrap();
 }
 
 #[test]
