@@ -697,7 +697,7 @@ async fn a_changed_inventory_is_registered_again_and_only_then() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(cp.registered.lock().unwrap().len(), 2, "once per change");
     let _ = tx.send(true);
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
 }
 
 #[test]
