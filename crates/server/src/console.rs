@@ -26,13 +26,22 @@
 //! close), or when the agent has not exchanged for [`AGENT_SILENCE`] (never
 //! picked up, or gone).
 //!
-//! # Limitation
-//! Live sessions are in memory: with several servers behind one address, the
-//! tenant's WebSocket and the host agent's exchanges must reach the same
-//! server. A session live on another server looks ended to the agent, and a
-//! WebSocket opened on a server the agent does not talk to ends after
-//! [`AGENT_SILENCE`]. `gpucloud up` and a single `gpucloud server` are not
-//! affected; the token check itself works on every server.
+//! # One server or several
+//! With one server (SQLite) the two sides meet in memory: the exchange hands
+//! output to the WebSocket task's queue and takes input from it.
+//!
+//! With several servers on PostgreSQL the tenant's WebSocket and the agent's
+//! exchanges may reach different servers, so the bytes go through the
+//! database (`gpucloud_store::consoles`): a bridge task beside the
+//! WebSocket writes the tenant's input and takes the VM's output, keeps the
+//! session fresh (a server that dies leaves its sessions dead after
+//! [`WS_FRESH`], not live forever) and learns the agent's last exchange and
+//! any failure; the exchanges, on whichever server, do the other half. Each
+//! write sends a `NOTIFY` word (`in:<session>` for a held exchange,
+//! `out:<session>` for the bridge) so the other side looks at once; both
+//! also look on their own every [`SHARED_POLL`], since a notification is
+//! only a hint. The desired state lists a host's sessions from the database,
+//! whichever server it is asked of.
 
 use crate::App;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -61,6 +70,18 @@ const OUTPUT_WAIT: Duration = Duration::from_secs(10);
 const INPUT_QUEUE: usize = 256;
 /// Output chunks queued for the WebSocket.
 const OUTPUT_QUEUE: usize = 64;
+/// Relayed through the database: a session whose WebSocket's server has not
+/// marked it for this long is over.
+pub const WS_FRESH: Duration = Duration::from_secs(15);
+/// How often the WebSocket's server marks its sessions.
+const WS_BEAT: Duration = Duration::from_secs(4);
+/// Relayed through the database: how often each side looks without a
+/// notification.
+pub const SHARED_POLL: Duration = Duration::from_millis(500);
+/// Database failures in a row after which the WebSocket side gives up.
+const SHARED_FAILURES: u32 = 10;
+/// The longest failure reason an agent can give the tenant.
+const MAX_REASON: usize = 1024;
 
 /// A new console token: 32 random bytes, URL-safe base64 without padding.
 pub fn new_token() -> String {
@@ -152,6 +173,17 @@ impl Live {
         *self.last_agent.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
+    /// The agent last exchanged at `at_ms` (Unix ms, any server).
+    fn seen_at(&self, at_ms: i64) {
+        let ago = Duration::from_millis((gpucloud_store::now_ms() - at_ms).max(0) as u64);
+        let now = Instant::now();
+        let at = now.checked_sub(ago).unwrap_or(now);
+        let mut last = self.last_agent.lock().unwrap_or_else(|p| p.into_inner());
+        if at > *last {
+            *last = at;
+        }
+    }
+
     fn silent_for(&self) -> Duration {
         self.last_agent
             .lock()
@@ -162,10 +194,52 @@ impl Live {
 
 type Sessions = Arc<Mutex<HashMap<String, Arc<Live>>>>;
 
-/// The console sessions live on this server.
+/// The console sessions whose WebSockets are on this server, and (several
+/// servers) the way to the others.
 #[derive(Default)]
 pub struct ConsoleHub {
     live: Sessions,
+    shared: Option<Arc<Shared>>,
+}
+
+/// The relay through the database (PostgreSQL).
+struct Shared {
+    store: gpucloud_store::Store,
+    /// Words (`in:<session>`, `out:<session>`) to `NOTIFY`.
+    announce: mpsc::UnboundedSender<String>,
+    /// Local waiters per word.
+    signals: Mutex<HashMap<String, watch::Sender<()>>>,
+}
+
+impl Shared {
+    fn subscribe(&self, word: &str) -> watch::Receiver<()> {
+        let mut map = self.signals.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 256 {
+            map.retain(|_, tx| tx.receiver_count() > 0);
+        }
+        map.entry(word.to_string())
+            .or_insert_with(|| watch::channel(()).0)
+            .subscribe()
+    }
+
+    fn signal(&self, word: &str) {
+        let mut map = self.signals.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = map.get(word) {
+            if tx.send(()).is_err() {
+                map.remove(word);
+            }
+        }
+    }
+
+    /// Wakes the waiters of `word` here and, by `NOTIFY`, on the others.
+    fn announce(&self, word: String) {
+        self.signal(&word);
+        let _ = self.announce.send(word);
+    }
+
+    fn fresh_after() -> i64 {
+        gpucloud_store::now_ms() - WS_FRESH.as_millis() as i64
+    }
 }
 
 /// The WebSocket side of a live session. Dropping it ends the session.
@@ -216,6 +290,40 @@ const ENDED: ConsoleDown = ConsoleDown {
 };
 
 impl ConsoleHub {
+    /// A hub that relays through the database, for servers sharing one
+    /// PostgreSQL database; `announce` takes the words to `NOTIFY`.
+    pub fn shared(store: gpucloud_store::Store, announce: mpsc::UnboundedSender<String>) -> Self {
+        Self {
+            live: Sessions::default(),
+            shared: Some(Arc::new(Shared {
+                store,
+                announce,
+                signals: Mutex::new(HashMap::new()),
+            })),
+        }
+    }
+
+    /// Another server relayed bytes of a session (a `NOTIFY` word).
+    pub fn signal(&self, word: &str) {
+        if let Some(sh) = &self.shared {
+            sh.signal(word);
+        }
+    }
+
+    /// Wakes every waiter here (notifications may have been missed).
+    pub fn signal_all(&self) {
+        if let Some(sh) = &self.shared {
+            for tx in sh
+                .signals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+            {
+                let _ = tx.send(());
+            }
+        }
+    }
+
     /// Makes a session live; the returned side belongs to the WebSocket.
     pub fn open(&self, session_id: &str, host_id: &str, instance_id: &str) -> Attached {
         let (in_tx, in_rx) = mpsc::channel(INPUT_QUEUE);
@@ -233,6 +341,9 @@ impl ConsoleHub {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(session_id.to_string(), live.clone());
+        if let Some(sh) = &self.shared {
+            tokio::spawn(bridge(sh.clone(), session_id.to_string(), live.clone()));
+        }
         Attached {
             session_id: session_id.to_string(),
             live,
@@ -243,8 +354,24 @@ impl ConsoleHub {
         }
     }
 
-    /// The live sessions of a host, for its desired state.
-    pub fn for_host(&self, host_id: &str) -> Vec<ConsoleSpec> {
+    /// The live sessions of a host, for its desired state: this server's,
+    /// or (several servers) every server's.
+    pub async fn for_host(
+        &self,
+        host_id: &str,
+    ) -> Result<Vec<ConsoleSpec>, gpucloud_store::StoreError> {
+        if let Some(sh) = &self.shared {
+            return Ok(sh
+                .store
+                .console_live_for_host(host_id, Shared::fresh_after())
+                .await?
+                .into_iter()
+                .map(|(session_id, instance_id)| ConsoleSpec {
+                    session_id,
+                    instance_id,
+                })
+                .collect());
+        }
         let mut out: Vec<ConsoleSpec> = self
             .live
             .lock()
@@ -257,7 +384,7 @@ impl ConsoleHub {
             })
             .collect();
         out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
-        out
+        Ok(out)
     }
 
     /// How many sessions are live.
@@ -275,7 +402,19 @@ impl ConsoleHub {
     /// no output waits up to [`HOLD`] for input. A session that is unknown
     /// here, belongs to another host or has ended answers `ended` (and a
     /// foreign host touches nothing).
-    pub async fn exchange(&self, host_id: &str, session_id: &str, up: ConsoleUp) -> ConsoleDown {
+    pub async fn exchange(
+        &self,
+        host_id: &str,
+        session_id: &str,
+        up: ConsoleUp,
+    ) -> Result<ConsoleDown, gpucloud_store::StoreError> {
+        match &self.shared {
+            Some(sh) => shared_exchange(sh, host_id, session_id, up).await,
+            None => Ok(self.local_exchange(host_id, session_id, up).await),
+        }
+    }
+
+    async fn local_exchange(&self, host_id: &str, session_id: &str, up: ConsoleUp) -> ConsoleDown {
         let live = self
             .live
             .lock()
@@ -287,7 +426,7 @@ impl ConsoleHub {
         };
         live.touch();
         if let Some(reason) = up.error {
-            live.finish(End::Failed(reason));
+            live.finish(End::Failed(clip(reason)));
             return ENDED;
         }
         let mut end = live.end.subscribe();
@@ -339,6 +478,172 @@ impl ConsoleHub {
             ended: false,
         }
     }
+}
+
+/// A failure reason cut to [`MAX_REASON`] bytes.
+fn clip(mut reason: String) -> String {
+    if reason.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    reason
+}
+
+/// An agent's exchange, relayed through the database.
+async fn shared_exchange(
+    sh: &Shared,
+    host_id: &str,
+    session_id: &str,
+    up: ConsoleUp,
+) -> Result<ConsoleDown, gpucloud_store::StoreError> {
+    use gpucloud_store::consoles::AgentPut;
+    let store = &sh.store;
+    if let Some(reason) = up.error {
+        store
+            .console_agent_fail(session_id, host_id, &clip(reason))
+            .await?;
+        sh.announce(format!("out:{session_id}"));
+        return Ok(ENDED);
+    }
+    if !up.output.is_empty() {
+        let give_up = tokio::time::Instant::now() + OUTPUT_WAIT;
+        loop {
+            match store
+                .console_agent_output(
+                    session_id,
+                    host_id,
+                    Shared::fresh_after(),
+                    &up.output,
+                    OUTPUT_QUEUE as i64,
+                )
+                .await?
+            {
+                AgentPut::Ended => return Ok(ENDED),
+                AgentPut::Queued => {
+                    sh.announce(format!("out:{session_id}"));
+                    break;
+                }
+                AgentPut::Full if tokio::time::Instant::now() >= give_up => {
+                    // The tenant does not read: this output is lost, the relay goes on.
+                    tracing::debug!(session = %session_id, "console output dropped: the tenant does not read");
+                    break;
+                }
+                AgentPut::Full => tokio::time::sleep(SHARED_POLL).await,
+            }
+        }
+        // Input goes to the exchange held for it, so it stays in order.
+        return Ok(ConsoleDown {
+            input: Vec::new(),
+            ended: false,
+        });
+    }
+    let word = format!("in:{session_id}");
+    let mut signal = sh.subscribe(&word);
+    let deadline = tokio::time::Instant::now() + HOLD;
+    loop {
+        signal.borrow_and_update();
+        let Some(input) = store
+            .console_agent_input(
+                session_id,
+                host_id,
+                Shared::fresh_after(),
+                MAX_CONSOLE_CHUNK,
+            )
+            .await?
+        else {
+            return Ok(ENDED);
+        };
+        let now = tokio::time::Instant::now();
+        if !input.is_empty() || now >= deadline {
+            return Ok(ConsoleDown {
+                input,
+                ended: false,
+            });
+        }
+        let _ = tokio::time::timeout_at(deadline.min(now + SHARED_POLL), signal.changed()).await;
+    }
+}
+
+/// The WebSocket's side of a session relayed through the database: writes
+/// the tenant's input, takes the VM's output, keeps the session fresh and
+/// learns the agent's last exchange and any failure. Ends the session in the
+/// database when it ends here.
+async fn bridge(sh: Arc<Shared>, session_id: String, live: Arc<Live>) {
+    let store = &sh.store;
+    let mut signal = sh.subscribe(&format!("out:{session_id}"));
+    let mut end = live.end.subscribe();
+    let mut input = live.input.lock().await;
+    let mut tick = tokio::time::interval(SHARED_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beat = Instant::now();
+    let mut failures = 0u32;
+    'relay: loop {
+        tokio::select! {
+            got = input.recv() => {
+                let Some(mut typed) = got else { break };
+                drain(&mut input, &mut typed);
+                match store.console_ws_input(&session_id, &typed).await {
+                    Ok(true) => {
+                        failures = 0;
+                        sh.announce(format!("in:{session_id}"));
+                        continue;
+                    }
+                    // Ended: the poll below says how.
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(session = %session_id, error = ?e, "console input lost: database failure");
+                        failures += 1;
+                    }
+                }
+            }
+            _ = signal.changed() => {}
+            _ = tick.tick() => {}
+            _ = ended(&mut end) => break,
+        }
+        let heartbeat = beat.elapsed() >= WS_BEAT;
+        let polled = store.console_ws_poll(&session_id, heartbeat).await;
+        let p = match polled {
+            Ok(p) => p,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(session = %session_id, error = ?e, failures, "console relay: database failure");
+                if failures >= SHARED_FAILURES {
+                    live.finish(End::Failed(
+                        "the control plane's database failed; ask for a new console URL and retry"
+                            .into(),
+                    ));
+                    break;
+                }
+                continue;
+            }
+        };
+        failures = 0;
+        if heartbeat {
+            beat = Instant::now();
+        }
+        if let Some(at) = p.agent_seen_at {
+            live.seen_at(at);
+        }
+        for chunk in p.output {
+            tokio::select! {
+                r = live.output.send(chunk) => if r.is_err() { break 'relay },
+                _ = ended(&mut end) => break 'relay,
+            }
+        }
+        if let Some(reason) = p.ended {
+            live.finish(reason.map_or(End::Closed, End::Failed));
+            break;
+        }
+    }
+    drop(input);
+    if let Err(e) = store.console_ws_close(&session_id).await {
+        // The agent stops at WS_FRESH without the heartbeat.
+        tracing::warn!(session = %session_id, error = ?e, "could not end a console session in the database");
+    }
+    sh.announce(format!("in:{session_id}"));
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
@@ -516,11 +821,14 @@ mod tests {
     async fn input_goes_to_the_owning_host_only_and_output_to_the_websocket() {
         let hub = ConsoleHub::default();
         let mut a = hub.open("cs-1", "host-a", "ins-a");
-        assert_eq!(hub.for_host("host-a").len(), 1);
-        assert!(hub.for_host("host-b").is_empty());
+        assert_eq!(hub.for_host("host-a").await.unwrap().len(), 1);
+        assert!(hub.for_host("host-b").await.unwrap().is_empty());
         a.input.send(b"hello\n".to_vec()).await.unwrap();
         // Another host learns nothing and takes nothing.
-        let d = hub.exchange("host-b", "cs-1", ConsoleUp::default()).await;
+        let d = hub
+            .exchange("host-b", "cs-1", ConsoleUp::default())
+            .await
+            .unwrap();
         assert!(d.ended && d.input.is_empty());
         let d = hub
             .exchange(
@@ -531,7 +839,8 @@ mod tests {
                     error: None,
                 },
             )
-            .await;
+            .await
+            .unwrap();
         assert!(!d.ended);
         assert_eq!(d.input, b"hello\n");
         assert_eq!(a.output.recv().await.unwrap(), b"login: ");
@@ -539,6 +848,7 @@ mod tests {
         assert!(
             hub.exchange("host-a", "cs-x", ConsoleUp::default())
                 .await
+                .unwrap()
                 .ended
         );
     }
@@ -548,8 +858,11 @@ mod tests {
         let hub = Arc::new(ConsoleHub::default());
         let mut a = hub.open("cs-1", "host-a", "ins-a");
         let h = hub.clone();
-        let held =
-            tokio::spawn(async move { h.exchange("host-a", "cs-1", ConsoleUp::default()).await });
+        let held = tokio::spawn(async move {
+            h.exchange("host-a", "cs-1", ConsoleUp::default())
+                .await
+                .unwrap()
+        });
         tokio::task::yield_now().await;
         a.input.send(b"x".to_vec()).await.unwrap();
         let d = held.await.unwrap();
@@ -564,14 +877,15 @@ mod tests {
                     error: Some("instance ins-a is not running".into()),
                 },
             )
-            .await;
+            .await
+            .unwrap();
         assert!(d.ended);
         ended(&mut a.end).await;
         assert_eq!(
             *a.end.borrow(),
             Some(End::Failed("instance ins-a is not running".into()))
         );
-        assert!(hub.for_host("host-a").is_empty());
+        assert!(hub.for_host("host-a").await.unwrap().is_empty());
         // Dropping the WebSocket side forgets the session.
         drop(a);
         assert!(hub.is_empty());

@@ -45,27 +45,32 @@ pub struct Gateway {
     /// Hosts to tell the other servers about, gathered by one task that
     /// sends them in batches (PostgreSQL only).
     notify: Option<tokio::sync::mpsc::UnboundedSender<String>>,
-    /// Serial-console sessions live on this server (listed in their hosts'
-    /// desired state, relayed through [`ControlPlane::console`]).
+    /// Serial-console sessions (listed in their hosts' desired state,
+    /// relayed through [`ControlPlane::console`]; through the database when
+    /// servers share PostgreSQL).
     pub consoles: crate::console::ConsoleHub,
 }
 
-/// The task that tells the other servers which hosts changed: it takes
-/// what has gathered since its last send and sends it at once, so a burst of
-/// pokes costs a few notifications, not a connection each. Ends with the
-/// gateway.
-fn notifier(store: Store, origin: String) -> tokio::sync::mpsc::UnboundedSender<String> {
+/// The task that tells the other servers what changed (host IDs on
+/// `channel`, or console words): it takes what has gathered since its last
+/// send and sends it at once, so a burst of pokes costs a few notifications,
+/// not a connection each. Ends with the gateway.
+fn notifier(
+    store: Store,
+    origin: String,
+    channel: &'static str,
+) -> tokio::sync::mpsc::UnboundedSender<String> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
-            let mut hosts = std::collections::BTreeSet::from([first]);
+            let mut words = std::collections::BTreeSet::from([first]);
             while let Ok(h) = rx.try_recv() {
-                hosts.insert(h);
+                words.insert(h);
             }
-            let hosts: Vec<String> = hosts.into_iter().collect();
-            if let Err(e) = store.notify_hosts(&origin, &hosts).await {
-                // Their agents still see it at their poll timeout.
-                tracing::warn!(hosts = hosts.len(), error = ?e, "could not tell the other servers about a change");
+            let words: Vec<String> = words.into_iter().collect();
+            if let Err(e) = store.notify(channel, &origin, &words).await {
+                // Their agents (or console relays) still look on their own.
+                tracing::warn!(channel, words = words.len(), error = ?e, "could not tell the other servers about a change");
             }
         }
     });
@@ -98,8 +103,17 @@ impl Gateway {
     /// database with its first report after each `liveness_write`.
     pub fn new(store: Store, sched: Arc<Scheduler>, liveness_write: Duration) -> Self {
         let server_id = uuid::Uuid::new_v4().simple().to_string();
-        let notify = (store.backend() == gpucloud_store::Backend::Postgres)
-            .then(|| notifier(store.clone(), server_id.clone()));
+        use gpucloud_store::wakeups::{CHANNEL, CONSOLE_CHANNEL};
+        let shared = store.backend() == gpucloud_store::Backend::Postgres;
+        let notify = shared.then(|| notifier(store.clone(), server_id.clone(), CHANNEL));
+        let consoles = if shared {
+            crate::console::ConsoleHub::shared(
+                store.clone(),
+                notifier(store.clone(), server_id.clone(), CONSOLE_CHANNEL),
+            )
+        } else {
+            crate::console::ConsoleHub::default()
+        };
         Self {
             notify,
             store,
@@ -109,7 +123,7 @@ impl Gateway {
             wakers: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             last_report: Mutex::new(HashMap::new()),
-            consoles: crate::console::ConsoleHub::default(),
+            consoles,
         }
     }
 
@@ -331,7 +345,7 @@ impl ControlPlane for Gateway {
                             status: t.status,
                         })
                         .collect(),
-                    consoles: self.consoles.for_host(host_id),
+                    consoles: self.consoles.for_host(host_id).await.map_err(store_err)?,
                 });
             }
             let _ = tokio::time::timeout_at(deadline, notified).await;
@@ -345,7 +359,10 @@ impl ControlPlane for Gateway {
         up: ConsoleUp,
     ) -> Result<ConsoleDown, LinkError> {
         self.touch(host_id);
-        Ok(self.consoles.exchange(host_id, session_id, up).await)
+        self.consoles
+            .exchange(host_id, session_id, up)
+            .await
+            .map_err(store_err)
     }
 
     async fn report(&self, observed: &ObservedState) -> Result<(), LinkError> {

@@ -12,7 +12,8 @@
 //!   state and claims: nothing is double-booked); when it talks again it is
 //!   `READY`; command tasks that never got a result end `TASK_TIMEOUT`;
 //! * **wake-ups** — on PostgreSQL, wakes this server's long polls for hosts
-//!   whose desired state another server changed (`LISTEN`, see
+//!   whose desired state another server changed, and its console relays
+//!   for sessions whose bytes another server wrote (`LISTEN`, see
 //!   `gpucloud_store::wakeups`).
 
 use crate::App;
@@ -35,11 +36,12 @@ pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> Vec<tokio::task:
 }
 
 /// Wakes this server's long polls for the hosts whose desired state other
-/// servers changed (PostgreSQL `LISTEN`; nothing to do on SQLite).
+/// servers changed, and its console relays for other servers' bytes
+/// (PostgreSQL `LISTEN`; nothing to do on SQLite).
 async fn wakeup_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     use gpucloud_store::wakeups::Wakeup;
     loop {
-        let mut listener = match app.store.listen_hosts().await {
+        let mut listener = match app.store.listen().await {
             Ok(Some(l)) => l,
             Ok(None) => return,
             Err(e) => {
@@ -52,6 +54,7 @@ async fn wakeup_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         };
         // Changes made while this server was not listening.
         app.gateway.poke_all();
+        app.gateway.consoles.signal_all();
         loop {
             let next = tokio::select! {
                 n = listener.next() => n,
@@ -62,6 +65,15 @@ async fn wakeup_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                     if origin != app.gateway.server_id {
                         for h in &host_ids {
                             app.gateway.poke_local(h);
+                        }
+                    }
+                }
+                // Console bytes: this server's own words were signalled
+                // when they were sent.
+                Ok(Wakeup::Consoles { origin, words }) => {
+                    if origin != app.gateway.server_id {
+                        for w in &words {
+                            app.gateway.consoles.signal(w);
                         }
                     }
                 }

@@ -1,7 +1,9 @@
 //! `DescribeInstanceVncUrl`: the action's refusals (tenant walls, state,
 //! VM-only), single-use and expiring tokens on the WebSocket endpoint, and a
 //! full relay — a WebSocket client, the server, a real agent over mutual TLS
-//! and a fake VM serial console — carrying bytes both ways.
+//! and a fake VM serial console — carrying bytes both ways; and the same
+//! across two servers on one PostgreSQL database, the WebSocket on one and
+//! the agent on the other.
 
 mod common;
 
@@ -11,7 +13,7 @@ use gpucloud_agent::remote::{self, HttpControlPlane};
 use gpucloud_agent::runtime::{Power, Runtime, RuntimeError, StopType};
 use gpucloud_agent::sim::{SimHost, SimRuntime};
 use gpucloud_agent::{Agent, AgentOptions};
-use gpucloud_agent_api::{InstanceSpec, RuntimeKind};
+use gpucloud_agent_api::{ControlPlane, InstanceSpec, RuntimeKind};
 use gpucloud_server::pki::Pki;
 use serde_json::json;
 use std::sync::Arc;
@@ -105,18 +107,8 @@ async fn the_action_checks_the_instance_and_tokens_work_once() {
     // First use upgrades. The simulated host has no serial console, so its
     // agent says so and the client gets the reason, then a close.
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(t))) => return t.to_string(),
-                Some(Ok(_)) => continue,
-                other => panic!("expected the reason, got {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("the agent's refusal reaches the client");
-    assert!(reason.contains("serial console"), "{reason}");
+    let why = reason(&mut ws).await;
+    assert!(why.contains("serial console"), "{why}");
     // Second use: gone.
     assert_eq!(refused_status(&url).await, 404);
     // Garbage and expired tokens: not found, no upgrade.
@@ -205,44 +197,20 @@ impl Runtime for ConsoleVm {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_console_relays_bytes_both_ways_through_an_mtls_agent() {
-    let cloud = TestCloud::start("").await;
-    vm_image(&cloud).await;
-    let (t, _) = cloud.tenant("t").await;
+/// A simulated CPU host.
+fn cpu_host() -> SimHost {
+    let groups = gpucloud_core::simspec::parse("1*CPU", "ap-guangzhou", "ap-guangzhou-3").unwrap();
+    SimHost::expand(&groups).remove(0)
+}
 
-    // An agent endpoint, a joined host and its agent over HTTPS.
-    let pki = Arc::new(Pki::load_or_create(&cloud.app.store).await.unwrap());
-    let tls = gpucloud_server::agent_http::tls_config(&pki, &["127.0.0.1".into()]).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop, rx) = watch::channel(false);
-    tokio::spawn(gpucloud_server::agent_http::serve(
-        cloud.app.clone(),
-        pki.clone(),
-        tls,
-        listener,
-        rx.clone(),
-    ));
-    let endpoint = format!("https://127.0.0.1:{port}");
-    let host = {
-        let groups =
-            gpucloud_core::simspec::parse("1*CPU", "ap-guangzhou", "ap-guangzhou-3").unwrap();
-        SimHost::expand(&groups).remove(0)
-    };
-    let host_id = host.host_id();
-    let state = tempfile::tempdir().unwrap();
-    let token = cloud
-        .app
-        .store
-        .join_token_create("", 60_000, 1)
-        .await
-        .unwrap();
-    let id = remote::join(&endpoint, &token, &pki.ca_hash(), &host_id, state.path())
-        .await
-        .unwrap();
-    let link = Arc::new(HttpControlPlane::new(&endpoint, &id).unwrap());
-    let (vm_tx, mut vm_rx) = mpsc::unbounded_channel();
+/// Runs an agent for `host` over `link` with a [`ConsoleVm`] runtime; the
+/// receiver gets the VM's side of each serial connection the agent makes.
+fn spawn_console_agent(
+    link: Arc<dyn ControlPlane>,
+    host: SimHost,
+    stop: watch::Receiver<bool>,
+) -> mpsc::UnboundedReceiver<UnixStream> {
+    let (vm_tx, vm_rx) = mpsc::unbounded_channel();
     let rt: Arc<dyn Runtime> = Arc::new(ConsoleVm {
         inner: SimRuntime::new(Duration::from_millis(20), Duration::from_millis(20)),
         vm_side: vm_tx,
@@ -261,22 +229,27 @@ async fn a_console_relays_bytes_both_ways_through_an_mtls_agent() {
             command_journal: None,
         },
     );
-    tokio::spawn(agent.run(rx));
-    poll("the host to register", Duration::from_secs(30), || async {
-        (cloud.app.sched.with_index(|i| i.len()) == 1).then_some(())
-    })
-    .await;
-    let vm = run_vm(&t).await;
-    wait_state(&t, &vm, "RUNNING").await;
+    tokio::spawn(agent.run(stop));
+    vm_rx
+}
 
-    // The tenant connects; the agent attaches to the VM's console.
-    let url = vnc_url(&t, &vm).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let mut serial = tokio::time::timeout(Duration::from_secs(30), vm_rx.recv())
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects to a console URL and waits for the agent to open the VM's
+/// serial console.
+async fn attach(url: &str, vm_rx: &mut mpsc::UnboundedReceiver<UnixStream>) -> (Ws, UnixStream) {
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let serial = tokio::time::timeout(Duration::from_secs(30), vm_rx.recv())
         .await
         .expect("the agent opens the serial console")
         .unwrap();
+    (ws, serial)
+}
 
+/// Carries bytes both ways, then closes the WebSocket and checks that the
+/// agent lets go of the serial console.
+async fn relay_both_ways(mut ws: Ws, mut serial: UnixStream) {
     // Tenant → VM.
     ws.send(Message::text("hello\n")).await.unwrap();
     let mut got = Vec::new();
@@ -321,6 +294,68 @@ async fn a_console_relays_bytes_both_ways_through_an_mtls_agent() {
     })
     .await
     .expect("the agent closes the serial connection");
+}
+
+/// The text frame (the failure reason) a console WebSocket gets, skipping
+/// output.
+async fn reason(ws: &mut Ws) -> String {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return t.to_string(),
+                Some(Ok(_)) => continue,
+                other => panic!("expected the reason, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the reason reaches the client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_relays_bytes_both_ways_through_an_mtls_agent() {
+    let cloud = TestCloud::start("").await;
+    vm_image(&cloud).await;
+    let (t, _) = cloud.tenant("t").await;
+
+    // An agent endpoint, a joined host and its agent over HTTPS.
+    let pki = Arc::new(Pki::load_or_create(&cloud.app.store).await.unwrap());
+    let tls = gpucloud_server::agent_http::tls_config(&pki, &["127.0.0.1".into()]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(gpucloud_server::agent_http::serve(
+        cloud.app.clone(),
+        pki.clone(),
+        tls,
+        listener,
+        rx.clone(),
+    ));
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let host = cpu_host();
+    let host_id = host.host_id();
+    let state = tempfile::tempdir().unwrap();
+    let token = cloud
+        .app
+        .store
+        .join_token_create("", 60_000, 1)
+        .await
+        .unwrap();
+    let id = remote::join(&endpoint, &token, &pki.ca_hash(), &host_id, state.path())
+        .await
+        .unwrap();
+    let link = Arc::new(HttpControlPlane::new(&endpoint, &id).unwrap());
+    let mut vm_rx = spawn_console_agent(link, host, rx);
+    poll("the host to register", Duration::from_secs(30), || async {
+        (cloud.app.sched.with_index(|i| i.len()) == 1).then_some(())
+    })
+    .await;
+    let vm = run_vm(&t).await;
+    wait_state(&t, &vm, "RUNNING").await;
+
+    // The tenant connects; the agent attaches to the VM's console.
+    let (ws, serial) = attach(&vnc_url(&t, &vm).await, &mut vm_rx).await;
+    relay_both_ways(ws, serial).await;
     poll(
         "the session to be forgotten",
         Duration::from_secs(30),
@@ -328,4 +363,59 @@ async fn a_console_relays_bytes_both_ways_through_an_mtls_agent() {
     )
     .await;
     let _ = stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_console_crosses_servers_through_the_database() {
+    let Some((url, admin, name)) = pg_database().await else {
+        return;
+    };
+    // Two servers of one cluster; the host's agent talks to A only.
+    let a = TestCloud::start_on(Some(&url), "", Duration::from_millis(30)).await;
+    let b = TestCloud::start_on(Some(&url), "", Duration::from_millis(30)).await;
+    vm_image(&a).await;
+    let cred = a.app.store.tenant_create("t", 1000).await.unwrap();
+    let client = |endpoint: &str| {
+        gpucloud_client::Client::new(endpoint, &cred.secret_id, &cred.secret_key, "ap-guangzhou")
+    };
+    let (ta, tb) = (client(&a.endpoint), client(&b.endpoint));
+    let (stop, rx) = watch::channel(false);
+    let host = cpu_host();
+    let host_id = host.host_id();
+    let link: Arc<dyn ControlPlane> = a.app.gateway.clone();
+    let mut vm_rx = spawn_console_agent(link, host, rx);
+    poll("the host to register", Duration::from_secs(30), || async {
+        (a.app.sched.with_index(|i| i.len()) == 1).then_some(())
+    })
+    .await;
+    let vm = run_vm(&ta).await;
+    wait_state(&ta, &vm, "RUNNING").await;
+
+    // The tenant asks B and connects to B; the agent relays through A.
+    let url = vnc_url(&tb, &vm).await;
+    assert!(url.starts_with(&format!("ws://{}/", b.addr)), "{url}");
+    let (ws, serial) = attach(&url, &mut vm_rx).await;
+    relay_both_ways(ws, serial).await;
+    poll(
+        "B to forget the session",
+        Duration::from_secs(30),
+        || async { b.app.gateway.consoles.is_empty().then_some(()) },
+    )
+    .await;
+    assert!(a
+        .app
+        .store
+        .console_live_for_host(&host_id, 0)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // The VM's console closes: the agent's reason crosses to B's tenant.
+    let (mut ws, serial) = attach(&vnc_url(&tb, &vm).await, &mut vm_rx).await;
+    drop(serial);
+    let why = reason(&mut ws).await;
+    assert!(why.contains("serial console closed"), "{why}");
+
+    let _ = stop.send(true);
+    drop_database(&[a.app.clone(), b.app.clone()], &admin, &name).await;
 }

@@ -8,6 +8,9 @@
 //! silent for all once it stops; a change served by one wakes an agent
 //! polling another (`NOTIFY`, batched).
 
+mod common;
+
+use common::{drop_database, pg_database};
 use gpucloud_agent::inventory::Inventory;
 use gpucloud_agent::runtime::Runtime;
 use gpucloud_agent::sim::{SimHost, SimRuntime};
@@ -18,45 +21,10 @@ use gpucloud_server::{App, Config};
 use gpucloud_store::hosts::state;
 use gpucloud_store::{SecretBox, Store};
 use serde_json::json;
-use sqlx::Connection;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-async fn pg_database() -> Option<(String, String, String)> {
-    sqlx::any::install_default_drivers();
-    let admin = std::env::var("GPUCLOUD_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut conn = match sqlx::AnyConnection::connect(&admin).await {
-        Ok(c) => c,
-        Err(e) => {
-            if std::env::var("GPUCLOUD_SKIP_PG").as_deref() == Ok("1") {
-                eprintln!("skipping: PostgreSQL unreachable at {admin}: {e}");
-                return None;
-            }
-            panic!("PostgreSQL is not reachable at {admin} ({e}); start it (scripts/test.sh does) or set GPUCLOUD_SKIP_PG=1");
-        }
-    };
-    let name = format!("gct_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').unwrap().0.to_string();
-    Some((format!("{base}/{name}"), admin, name))
-}
-
-async fn drop_database(apps: &[Arc<App>], admin: &str, name: &str) {
-    for a in apps {
-        a.store.close().await;
-    }
-    if let Ok(mut c) = sqlx::AnyConnection::connect(admin).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut c)
-            .await;
-    }
-}
 
 async fn server(url: &str) -> (Arc<App>, String) {
     let store = Store::connect(url, SecretBox::from_key(&[5u8; 32]))
@@ -265,12 +233,7 @@ async fn a_burst_of_changes_goes_out_in_few_notifications() {
         return;
     };
     let a = app(&url).await;
-    let mut listener = a
-        .store
-        .listen_hosts()
-        .await
-        .unwrap()
-        .expect("PostgreSQL listens");
+    let mut listener = a.store.listen().await.unwrap().expect("PostgreSQL listens");
     let hosts: Vec<String> = (0..1500).map(|i| format!("host-{i:08}")).collect();
     a.store.notify_hosts("server-b", &hosts).await.unwrap();
     let mut heard = Vec::new();
@@ -286,6 +249,7 @@ async fn a_burst_of_changes_goes_out_in_few_notifications() {
                 heard.extend(host_ids);
                 notifications += 1;
             }
+            Wakeup::Consoles { .. } => panic!("no console was relayed"),
             Wakeup::Lost => panic!("the connection dropped"),
         }
     }

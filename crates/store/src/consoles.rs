@@ -8,9 +8,22 @@
 //! expiry, on whichever server of the cluster it is presented to. The same
 //! transaction raises the host's generation, so the host's agent learns of
 //! the now live session from its desired-state long poll at once.
+//!
+//! # Relay through the database
+//! With several servers (PostgreSQL), the tenant's WebSocket and the host
+//! agent's exchanges may reach different servers, so the bytes go through
+//! `console_relay`: the WebSocket's server writes the tenant's input as
+//! `in` rows and takes `out` rows; the agent's exchanges, on any server,
+//! write `out` rows and take `in` rows. A session is live while it is
+//! redeemed, not ended, and its WebSocket's server touched `ws_seen_at`
+//! within the freshness window the caller passes — a server that died with
+//! a session open leaves it dead, not live forever. Taking is a
+//! `DELETE … RETURNING`, so every chunk reaches exactly one reader, in
+//! `seq` order. One server (SQLite) relays in memory instead.
 
 use crate::db::col;
 use crate::{now_ms, Result, Store};
+use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 /// Rows this long past their expiry are deleted when new sessions are made.
@@ -57,10 +70,19 @@ impl Store {
             expires_at: now + ttl_ms,
         };
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM console_sessions WHERE expires_at < $1")
-            .bind(now - KEEP_EXPIRED_MS)
-            .execute(&mut *tx)
-            .await?;
+        // Unused, ended or abandoned sessions, and their bytes.
+        sqlx::query(
+            "DELETE FROM console_sessions WHERE expires_at < $1
+               AND (used = 0 OR ended_at IS NOT NULL OR ws_seen_at IS NULL OR ws_seen_at < $1)",
+        )
+        .bind(now - KEEP_EXPIRED_MS)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM console_relay WHERE session_id NOT IN (SELECT session_id FROM console_sessions)",
+        )
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO console_sessions (token_hash, session_id, app_id, instance_id, host_id, expires_at, used, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
@@ -83,11 +105,12 @@ impl Store {
     pub async fn console_session_redeem(&self, token: &str) -> Result<Option<ConsoleSession>> {
         let hash = console_token_hash(token);
         let mut tx = self.begin_write().await?;
+        let now = now_ms();
         let n = sqlx::query(
-            "UPDATE console_sessions SET used = 1 WHERE token_hash = $1 AND used = 0 AND expires_at > $2",
+            "UPDATE console_sessions SET used = 1, ws_seen_at = $2 WHERE token_hash = $1 AND used = 0 AND expires_at > $2",
         )
         .bind(&hash)
-        .bind(now_ms())
+        .bind(now)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -119,6 +142,330 @@ impl Store {
             .bind(host_id)
             .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Which way relayed bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The tenant's input, for the VM.
+    In,
+    /// The VM's output, for the tenant.
+    Out,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// A session as its WebSocket's server polls it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RelayPoll {
+    /// Output taken, in order.
+    pub output: Vec<Vec<u8>>,
+    /// `Some` once the session ended: `Some(Some(reason))` when the relay
+    /// failed, `Some(None)` when it was closed. A session that is gone
+    /// counts as closed.
+    pub ended: Option<Option<String>>,
+    /// When the agent last exchanged (Unix ms), if it has.
+    pub agent_seen_at: Option<i64>,
+}
+
+/// What an agent's exchange with output found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentPut {
+    /// The session is not live (or not this host's): the relay stops.
+    Ended,
+    /// The output was queued for the tenant.
+    Queued,
+    /// `max_pending` chunks wait already (the tenant does not read): nothing
+    /// was queued.
+    Full,
+}
+
+const LIVE: &str = "used = 1 AND ended_at IS NULL AND ws_seen_at > $3";
+
+fn decode_chunks(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<Vec<u8>>> {
+    let mut chunks = Vec::with_capacity(rows.len());
+    for r in rows {
+        let seq: i64 = col(&r, "seq")?;
+        let data: String = col(&r, "data")?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| crate::StoreError::Corrupt(format!("console_relay.data: {e}")))?;
+        chunks.push((seq, bytes));
+    }
+    chunks.sort_by_key(|c| c.0);
+    Ok(chunks.into_iter().map(|c| c.1).collect())
+}
+
+impl Store {
+    /// The live sessions of a host, `(session_id, instance_id)` by session,
+    /// whose WebSocket's server was seen after `fresh_after` (Unix ms).
+    pub async fn console_live_for_host(
+        &self,
+        host_id: &str,
+        fresh_after: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT session_id, instance_id FROM console_sessions
+             WHERE host_id = $1 AND used = 1 AND ended_at IS NULL AND ws_seen_at > $2
+             ORDER BY session_id",
+        )
+        .bind(host_id)
+        .bind(fresh_after)
+        .fetch_all(self.r())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((col(r, "session_id")?, col(r, "instance_id")?)))
+            .collect()
+    }
+
+    async fn console_push(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        session_id: &str,
+        dir: Direction,
+        data: &[u8],
+    ) -> Result<()> {
+        let next: i64 = col(
+            &sqlx::query(
+                "SELECT CAST(COALESCE(MAX(seq), 0) + 1 AS BIGINT) AS n FROM console_relay WHERE session_id = $1 AND direction = $2",
+            )
+            .bind(session_id)
+            .bind(dir.as_str())
+            .fetch_one(&mut **tx)
+            .await?,
+            "n",
+        )?;
+        sqlx::query(
+            "INSERT INTO console_relay (session_id, direction, seq, data) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(session_id)
+        .bind(dir.as_str())
+        .bind(next)
+        .bind(base64::engine::general_purpose::STANDARD.encode(data))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes the queued chunks of one direction, oldest first: all of them,
+    /// or (`budget`) as many as fit in that many bytes, at least one. Each
+    /// chunk is taken once even when two readers race (`DELETE … RETURNING`).
+    async fn console_take(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        session_id: &str,
+        dir: Direction,
+        budget: Option<usize>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut upto = i64::MAX;
+        if let Some(budget) = budget {
+            let sizes = sqlx::query(
+                "SELECT seq, CAST(LENGTH(data) AS BIGINT) AS n FROM console_relay
+                 WHERE session_id = $1 AND direction = $2 ORDER BY seq",
+            )
+            .bind(session_id)
+            .bind(dir.as_str())
+            .fetch_all(&mut **tx)
+            .await?;
+            let mut total = 0usize;
+            for (i, r) in sizes.iter().enumerate() {
+                // base64: 4 characters per 3 bytes.
+                let n: i64 = col(r, "n")?;
+                total += n.max(0) as usize / 4 * 3;
+                if i > 0 && total > budget {
+                    break;
+                }
+                upto = col(r, "seq")?;
+            }
+        }
+        let rows = sqlx::query(
+            "DELETE FROM console_relay WHERE session_id = $1 AND direction = $2 AND seq <= $3 RETURNING seq, data",
+        )
+        .bind(session_id)
+        .bind(dir.as_str())
+        .bind(upto)
+        .fetch_all(&mut **tx)
+        .await?;
+        decode_chunks(rows)
+    }
+
+    /// The WebSocket's server: queues the tenant's input. `false` when the
+    /// session has ended (nothing queued).
+    pub async fn console_ws_input(&self, session_id: &str, data: &[u8]) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let ended: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT ended_at FROM console_sessions WHERE session_id = $1")
+                .bind(session_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if !matches!(ended, Some(None)) {
+            return Ok(false);
+        }
+        Self::console_push(&mut tx, session_id, Direction::In, data).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The WebSocket's server: takes the output, reads how the session
+    /// stands and (`heartbeat`) marks its WebSocket as still open.
+    pub async fn console_ws_poll(&self, session_id: &str, heartbeat: bool) -> Result<RelayPoll> {
+        let mut tx = self.begin_write().await?;
+        if heartbeat {
+            sqlx::query(
+                "UPDATE console_sessions SET ws_seen_at = $2 WHERE session_id = $1 AND ended_at IS NULL",
+            )
+            .bind(session_id)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let output = Self::console_take(&mut tx, session_id, Direction::Out, None).await?;
+        let row = sqlx::query(
+            "SELECT ended_at, end_reason, agent_seen_at FROM console_sessions WHERE session_id = $1",
+        )
+        .bind(session_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let Some(row) = row else {
+            return Ok(RelayPoll {
+                output,
+                ended: Some(None),
+                agent_seen_at: None,
+            });
+        };
+        let ended_at: Option<i64> = col(&row, "ended_at")?;
+        let reason: Option<String> = col(&row, "end_reason")?;
+        Ok(RelayPoll {
+            output,
+            ended: ended_at.map(|_| reason),
+            agent_seen_at: col(&row, "agent_seen_at")?,
+        })
+    }
+
+    /// The WebSocket closed: the session ends (a reason already recorded
+    /// stays) and its queued bytes go.
+    pub async fn console_ws_close(&self, session_id: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE console_sessions SET ended_at = $2 WHERE session_id = $1 AND ended_at IS NULL",
+        )
+        .bind(session_id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM console_relay WHERE session_id = $1")
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether `session_id` is live for `host_id` (its WebSocket's server
+    /// seen after `fresh_after`); marks the agent as seen if so.
+    async fn console_agent_live(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        session_id: &str,
+        host_id: &str,
+        fresh_after: i64,
+    ) -> Result<bool> {
+        let n = sqlx::query(&format!(
+            "UPDATE console_sessions SET agent_seen_at = $4
+             WHERE session_id = $1 AND host_id = $2 AND {LIVE}"
+        ))
+        .bind(session_id)
+        .bind(host_id)
+        .bind(fresh_after)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// The host agent: queues the VM's output for the tenant, unless
+    /// `max_pending` chunks wait already.
+    pub async fn console_agent_output(
+        &self,
+        session_id: &str,
+        host_id: &str,
+        fresh_after: i64,
+        data: &[u8],
+        max_pending: i64,
+    ) -> Result<AgentPut> {
+        let mut tx = self.begin_write().await?;
+        if !Self::console_agent_live(&mut tx, session_id, host_id, fresh_after).await? {
+            return Ok(AgentPut::Ended);
+        }
+        let pending: i64 = col(
+            &sqlx::query(
+                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM console_relay WHERE session_id = $1 AND direction = 'out'",
+            )
+            .bind(session_id)
+            .fetch_one(&mut *tx)
+            .await?,
+            "n",
+        )?;
+        let put = if pending >= max_pending {
+            AgentPut::Full
+        } else {
+            Self::console_push(&mut tx, session_id, Direction::Out, data).await?;
+            AgentPut::Queued
+        };
+        tx.commit().await?;
+        Ok(put)
+    }
+
+    /// The host agent: takes the tenant's input, in order, about `budget`
+    /// bytes at most (at least one chunk). `None` when the session is not
+    /// live (or not this host's).
+    pub async fn console_agent_input(
+        &self,
+        session_id: &str,
+        host_id: &str,
+        fresh_after: i64,
+        budget: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut tx = self.begin_write().await?;
+        if !Self::console_agent_live(&mut tx, session_id, host_id, fresh_after).await? {
+            return Ok(None);
+        }
+        let input = Self::console_take(&mut tx, session_id, Direction::In, Some(budget))
+            .await?
+            .concat();
+        tx.commit().await?;
+        Ok(Some(input))
+    }
+
+    /// The host agent cannot serve the session: it ends with `reason`, which
+    /// the tenant sees after the output already queued. Only the session's
+    /// host can end it so.
+    pub async fn console_agent_fail(
+        &self,
+        session_id: &str,
+        host_id: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE console_sessions SET ended_at = $3, end_reason = $4, agent_seen_at = $3
+             WHERE session_id = $1 AND host_id = $2 AND used = 1 AND ended_at IS NULL",
+        )
+        .bind(session_id)
+        .bind(host_id)
+        .bind(now_ms())
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

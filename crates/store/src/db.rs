@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "host_error",
         include_str!("../migrations/0008_host_error.sql"),
     ),
+    (
+        9,
+        "console_relay",
+        include_str!("../migrations/0009_console_relay.sql"),
+    ),
 ];
 
 /// A handle on the database. Cheap to clone.

@@ -6,6 +6,11 @@
 //! sees the change at once instead of at its poll timeout. On SQLite there
 //! is one server and nothing to send.
 //!
+//! Serial consoles relayed through the database (`consoles`) use a second
+//! channel, `gpucloud_consoles '<server> <word> …'`, whose words name a
+//! session's side with news: `in:<session>` (input for the agent),
+//! `out:<session>` (output or an end for the WebSocket).
+//!
 //! A notification is a hint, never the truth: the long poll reads the
 //! host's generation from the database either way, and a lost listener
 //! connection wakes every poll of the server (see [`Wakeup::Lost`]).
@@ -13,8 +18,10 @@
 use crate::db::Backend;
 use crate::{Result, Store};
 
-/// The channel name.
+/// The channel of host wake-ups.
 pub const CHANNEL: &str = "gpucloud_hosts";
+/// The channel of console relay wake-ups.
+pub const CONSOLE_CHANNEL: &str = "gpucloud_consoles";
 
 /// What a listener hears.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +31,9 @@ pub enum Wakeup {
         origin: String,
         host_ids: Vec<String>,
     },
+    /// Server `origin` relayed console bytes: `in:<session>`,
+    /// `out:<session>` words.
+    Consoles { origin: String, words: Vec<String> },
     /// The connection dropped (and is being re-made): notifications may have
     /// been missed, so every host should look again.
     Lost,
@@ -38,9 +48,17 @@ impl Listener {
         Ok(match self.0.try_recv().await? {
             Some(n) => {
                 let mut words = n.payload().split_whitespace().map(str::to_string);
-                Wakeup::Hosts {
-                    origin: words.next().unwrap_or_default(),
-                    host_ids: words.collect(),
+                let origin = words.next().unwrap_or_default();
+                if n.channel() == CONSOLE_CHANNEL {
+                    Wakeup::Consoles {
+                        origin,
+                        words: words.collect(),
+                    }
+                } else {
+                    Wakeup::Hosts {
+                        origin,
+                        host_ids: words.collect(),
+                    }
                 }
             }
             None => Wakeup::Lost,
@@ -53,16 +71,23 @@ impl Store {
     /// in as few notifications as fit PostgreSQL's 8000-byte payload.
     /// `origin` names this server. Nothing on SQLite.
     pub async fn notify_hosts(&self, origin: &str, host_ids: &[String]) -> Result<()> {
+        self.notify(CHANNEL, origin, host_ids).await
+    }
+
+    /// Sends `words` from `origin` on `channel` ([`CHANNEL`] or
+    /// [`CONSOLE_CHANNEL`]), in as few notifications as fit. Nothing on
+    /// SQLite.
+    pub async fn notify(&self, channel: &str, origin: &str, words: &[String]) -> Result<()> {
         if self.backend() != Backend::Postgres {
             return Ok(());
         }
         let mut payload = origin.to_string();
-        for (i, h) in host_ids.iter().enumerate() {
+        for (i, h) in words.iter().enumerate() {
             payload.push(' ');
             payload.push_str(h);
-            if payload.len() > 7_000 || i + 1 == host_ids.len() {
+            if payload.len() > 7_000 || i + 1 == words.len() {
                 sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(CHANNEL)
+                    .bind(channel)
                     .bind(std::mem::replace(&mut payload, origin.to_string()))
                     .execute(self.r())
                     .await?;
@@ -71,13 +96,14 @@ impl Store {
         Ok(())
     }
 
-    /// Listens for the other servers' wake-ups; `None` on SQLite.
-    pub async fn listen_hosts(&self) -> Result<Option<Listener>> {
+    /// Listens for the other servers' wake-ups (both channels); `None` on
+    /// SQLite.
+    pub async fn listen(&self) -> Result<Option<Listener>> {
         let Some(url) = &self.pg_url else {
             return Ok(None);
         };
         let mut l = sqlx::postgres::PgListener::connect(url).await?;
-        l.listen(CHANNEL).await?;
+        l.listen_all([CHANNEL, CONSOLE_CHANNEL]).await?;
         Ok(Some(Listener(l)))
     }
 }

@@ -1719,6 +1719,143 @@ both!(console_tokens_are_single_use_and_expire, |db| {
     assert_eq!(s.console_session_redeem("nothing").await.unwrap(), None);
 });
 
+both!(console_bytes_cross_servers_through_the_database, |db| {
+    use gpucloud_store::consoles::AgentPut;
+    let s = &db.store;
+    s.console_session_create("tok-r", "cs-r", 1, "ins-aaaaaaaa", "host-a", 15_000)
+        .await
+        .unwrap();
+    let long_ago = 0;
+    // Not redeemed yet: not live, nothing taken or queued.
+    assert!(s
+        .console_live_for_host("host-a", long_ago)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.console_agent_input("cs-r", "host-a", long_ago, 1024)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(s.console_session_redeem("tok-r").await.unwrap().is_some());
+    assert_eq!(
+        s.console_live_for_host("host-a", long_ago).await.unwrap(),
+        vec![("cs-r".to_string(), "ins-aaaaaaaa".to_string())]
+    );
+    assert!(s
+        .console_live_for_host("host-b", long_ago)
+        .await
+        .unwrap()
+        .is_empty());
+    // A WebSocket's server not seen since `fresh_after`: not live.
+    let future = i64::MAX / 2;
+    assert!(s
+        .console_live_for_host("host-a", future)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.console_agent_input("cs-r", "host-a", future, 1024)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Tenant → VM, in order, taken once, only by the session's host.
+    assert!(s.console_ws_input("cs-r", b"ls").await.unwrap());
+    assert!(s.console_ws_input("cs-r", b" -l\n").await.unwrap());
+    assert_eq!(
+        s.console_agent_input("cs-r", "host-b", long_ago, 1024)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.console_agent_input("cs-r", "host-a", long_ago, 1024)
+            .await
+            .unwrap(),
+        Some(b"ls -l\n".to_vec())
+    );
+    assert_eq!(
+        s.console_agent_input("cs-r", "host-a", long_ago, 1024)
+            .await
+            .unwrap(),
+        Some(Vec::new())
+    );
+    // A budget: whole chunks, oldest first, at least one.
+    assert!(s.console_ws_input("cs-r", &[b'x'; 600]).await.unwrap());
+    assert!(s.console_ws_input("cs-r", &[b'y'; 600]).await.unwrap());
+    assert_eq!(
+        s.console_agent_input("cs-r", "host-a", long_ago, 100)
+            .await
+            .unwrap(),
+        Some(vec![b'x'; 600])
+    );
+    assert_eq!(
+        s.console_agent_input("cs-r", "host-a", long_ago, 1024)
+            .await
+            .unwrap(),
+        Some(vec![b'y'; 600])
+    );
+
+    // VM → tenant, up to a backlog.
+    for chunk in [&b"a"[..], b"b", b"c"] {
+        assert_eq!(
+            s.console_agent_output("cs-r", "host-a", long_ago, chunk, 3)
+                .await
+                .unwrap(),
+            AgentPut::Queued
+        );
+    }
+    assert_eq!(
+        s.console_agent_output("cs-r", "host-a", long_ago, b"d", 3)
+            .await
+            .unwrap(),
+        AgentPut::Full
+    );
+    let p = s.console_ws_poll("cs-r", true).await.unwrap();
+    assert_eq!(p.output, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    assert_eq!(p.ended, None);
+    assert!(p.agent_seen_at.is_some());
+
+    // The agent fails: the output queued before still reaches the tenant,
+    // then the reason; the session is no longer live.
+    assert_eq!(
+        s.console_agent_output("cs-r", "host-a", long_ago, b"bye", 8)
+            .await
+            .unwrap(),
+        AgentPut::Queued
+    );
+    s.console_agent_fail("cs-r", "host-b", "not mine")
+        .await
+        .unwrap();
+    s.console_agent_fail("cs-r", "host-a", "the VM stopped")
+        .await
+        .unwrap();
+    let p = s.console_ws_poll("cs-r", true).await.unwrap();
+    assert_eq!(p.output, vec![b"bye".to_vec()]);
+    assert_eq!(p.ended, Some(Some("the VM stopped".to_string())));
+    assert!(!s.console_ws_input("cs-r", b"late").await.unwrap());
+    assert_eq!(
+        s.console_agent_output("cs-r", "host-a", long_ago, b"late", 8)
+            .await
+            .unwrap(),
+        AgentPut::Ended
+    );
+    assert!(s
+        .console_live_for_host("host-a", long_ago)
+        .await
+        .unwrap()
+        .is_empty());
+    s.console_ws_close("cs-r").await.unwrap();
+    assert_eq!(
+        s.console_ws_poll("cs-r", false).await.unwrap().ended,
+        Some(Some("the VM stopped".to_string())),
+        "closing keeps the reason"
+    );
+});
+
 both!(
     images_are_public_or_private_and_keep_their_agent_flag,
     |db| {

@@ -38,8 +38,17 @@ impl TestCloud {
     }
 
     pub async fn start_with(spec: &str, boot: Duration) -> Self {
+        Self::start_on(None, spec, boot).await
+    }
+
+    /// A cloud on a database of its own (`None`: a fresh SQLite file) or on
+    /// a shared one (several servers of one cluster on PostgreSQL).
+    pub async fn start_on(url: Option<&str>, spec: &str, boot: Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let url = url.map_or_else(
+            || format!("sqlite://{}", dir.path().join("t.db").display()),
+            str::to_string,
+        );
         let store = Store::connect(&url, SecretBox::from_key(&[9u8; 32]))
             .await
             .unwrap();
@@ -120,6 +129,45 @@ impl TestCloud {
                 .with_language("en-US"),
             c.app_id,
         )
+    }
+}
+
+/// A fresh PostgreSQL database for one test: `(url, admin url, name)`, or
+/// `None` (skipped) when PostgreSQL is unreachable and `GPUCLOUD_SKIP_PG=1`.
+pub async fn pg_database() -> Option<(String, String, String)> {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let admin = std::env::var("GPUCLOUD_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut conn = match sqlx::AnyConnection::connect(&admin).await {
+        Ok(c) => c,
+        Err(e) => {
+            if std::env::var("GPUCLOUD_SKIP_PG").as_deref() == Ok("1") {
+                eprintln!("skipping: PostgreSQL unreachable at {admin}: {e}");
+                return None;
+            }
+            panic!("PostgreSQL is not reachable at {admin} ({e}); start it (scripts/test.sh does) or set GPUCLOUD_SKIP_PG=1");
+        }
+    };
+    let name = format!("gct_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').unwrap().0.to_string();
+    Some((format!("{base}/{name}"), admin, name))
+}
+
+/// Closes the apps' pools and drops a database made by [`pg_database`].
+pub async fn drop_database(apps: &[Arc<App>], admin: &str, name: &str) {
+    use sqlx::Connection;
+    for a in apps {
+        a.store.close().await;
+    }
+    if let Ok(mut c) = sqlx::AnyConnection::connect(admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut c)
+            .await;
     }
 }
 
