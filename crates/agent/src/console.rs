@@ -9,7 +9,8 @@
 //!
 //! * the **output loop** waits for serial output, gathers what is there (up
 //!   to [`MAX_CONSOLE_CHUNK`]) and sends it at once; the answer may carry
-//!   input;
+//!   input (with one server; servers relaying through their database give
+//!   input only to the held exchange, to keep it in order);
 //! * the **input loop** keeps one empty exchange outstanding, which the
 //!   server holds (about a second) until the tenant types something.
 //!

@@ -499,7 +499,7 @@ async fn shared_exchange(
     session_id: &str,
     up: ConsoleUp,
 ) -> Result<ConsoleDown, gpucloud_store::StoreError> {
-    use gpucloud_store::consoles::AgentPut;
+    use gpucloud_store::consoles::Put;
     let store = &sh.store;
     if let Some(reason) = up.error {
         store
@@ -521,17 +521,17 @@ async fn shared_exchange(
                 )
                 .await?
             {
-                AgentPut::Ended => return Ok(ENDED),
-                AgentPut::Queued => {
+                Put::Ended => return Ok(ENDED),
+                Put::Queued => {
                     sh.announce(format!("out:{session_id}"));
                     break;
                 }
-                AgentPut::Full if tokio::time::Instant::now() >= give_up => {
+                Put::Full if tokio::time::Instant::now() >= give_up => {
                     // The tenant does not read: this output is lost, the relay goes on.
                     tracing::debug!(session = %session_id, "console output dropped: the tenant does not read");
                     break;
                 }
-                AgentPut::Full => tokio::time::sleep(SHARED_POLL).await,
+                Put::Full => tokio::time::sleep(SHARED_POLL).await,
             }
         }
         // Input goes to the exchange held for it, so it stays in order.
@@ -571,76 +571,98 @@ async fn shared_exchange(
 /// the tenant's input, takes the VM's output, keeps the session fresh and
 /// learns the agent's last exchange and any failure. Ends the session in the
 /// database when it ends here.
+///
+/// It never waits on the tenant: it takes only as much output as the
+/// WebSocket's queue has room for (the rest waits in the database, where the
+/// agent's exchanges stop adding after [`OUTPUT_QUEUE`] chunks), and input
+/// the database has no room for ([`INPUT_QUEUE`] chunks) waits here, which
+/// stops it reading the WebSocket.
 async fn bridge(sh: Arc<Shared>, session_id: String, live: Arc<Live>) {
+    use gpucloud_store::consoles::Put;
     let store = &sh.store;
     let mut signal = sh.subscribe(&format!("out:{session_id}"));
     let mut end = live.end.subscribe();
     let mut input = live.input.lock().await;
+    let mut typed: Option<Vec<u8>> = None;
     let mut tick = tokio::time::interval(SHARED_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beat = Instant::now();
     let mut failures = 0u32;
-    'relay: loop {
+    loop {
         tokio::select! {
-            got = input.recv() => {
-                let Some(mut typed) = got else { break };
-                drain(&mut input, &mut typed);
-                match store.console_ws_input(&session_id, &typed).await {
-                    Ok(true) => {
-                        failures = 0;
-                        sh.announce(format!("in:{session_id}"));
-                        continue;
-                    }
-                    // Ended: the poll below says how.
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(session = %session_id, error = ?e, "console input lost: database failure");
-                        failures += 1;
-                    }
-                }
+            got = input.recv(), if typed.is_none() => {
+                let Some(mut b) = got else { break };
+                drain(&mut input, &mut b);
+                typed = Some(b);
             }
             _ = signal.changed() => {}
             _ = tick.tick() => {}
             _ = ended(&mut end) => break,
         }
+        let mut fine = true;
+        if let Some(b) = &typed {
+            match store
+                .console_ws_input(&session_id, b, INPUT_QUEUE as i64)
+                .await
+            {
+                Ok(Put::Queued) => {
+                    typed = None;
+                    sh.announce(format!("in:{session_id}"));
+                }
+                // Tried again on the next tick; the poll says how it ended.
+                Ok(Put::Full | Put::Ended) => {}
+                Err(e) => {
+                    tracing::warn!(session = %session_id, error = ?e, "console input waits: database failure");
+                    fine = false;
+                }
+            }
+        }
         let heartbeat = beat.elapsed() >= WS_BEAT;
-        let polled = store.console_ws_poll(&session_id, heartbeat).await;
-        let p = match polled {
-            Ok(p) => p,
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(session = %session_id, error = ?e, failures, "console relay: database failure");
-                if failures >= SHARED_FAILURES {
+        let room = live.output.capacity();
+        match store
+            .console_ws_poll(&session_id, heartbeat, Shared::fresh_after(), room)
+            .await
+        {
+            Ok(p) => {
+                if heartbeat {
+                    beat = Instant::now();
+                }
+                if let Some(at) = p.agent_seen_at {
+                    live.seen_at(at);
+                }
+                for chunk in p.output {
+                    // Room was checked, and only this task sends.
+                    if live.output.try_send(chunk).is_err() {
+                        tracing::debug!(session = %session_id, "console output dropped: the WebSocket is gone");
+                    }
+                }
+                if let Some(reason) = p.ended {
+                    live.finish(reason.map_or(End::Closed, End::Failed));
+                    break;
+                }
+                if p.lapsed {
                     live.finish(End::Failed(
-                        "the control plane's database failed; ask for a new console URL and retry"
-                            .into(),
+                        "the console session lapsed (this server could not keep it open); ask for a new console URL".into(),
                     ));
                     break;
                 }
-                continue;
             }
-        };
-        failures = 0;
-        if heartbeat {
-            beat = Instant::now();
-        }
-        if let Some(at) = p.agent_seen_at {
-            live.seen_at(at);
-        }
-        for chunk in p.output {
-            tokio::select! {
-                r = live.output.send(chunk) => if r.is_err() { break 'relay },
-                _ = ended(&mut end) => break 'relay,
+            Err(e) => {
+                tracing::warn!(session = %session_id, error = ?e, "console relay: database failure");
+                fine = false;
             }
         }
-        if let Some(reason) = p.ended {
-            live.finish(reason.map_or(End::Closed, End::Failed));
+        failures = if fine { 0 } else { failures + 1 };
+        if failures >= SHARED_FAILURES {
+            live.finish(End::Failed(
+                "the control plane's database failed; ask for a new console URL and retry".into(),
+            ));
             break;
         }
     }
     drop(input);
     if let Err(e) = store.console_ws_close(&session_id).await {
-        // The agent stops at WS_FRESH without the heartbeat.
+        // Without the heartbeat the agent stops after WS_FRESH.
         tracing::warn!(session = %session_id, error = ?e, "could not end a console session in the database");
     }
     sh.announce(format!("in:{session_id}"));

@@ -2,9 +2,10 @@
 -- WebSocket is on one server, the host agent's relay exchanges may reach
 -- another: the bytes go through the database. A redeemed session is live
 -- while the WebSocket's server keeps `ws_seen_at` fresh and nobody has set
--- `ended_at`; `end_reason` is why the relay failed (shown to the tenant),
--- NULL when the tenant closed it. `console_relay` holds the bytes not yet
--- taken: 'in' (tenant → VM) and 'out' (VM → tenant), base64, in `seq` order.
+-- `ended_at`; `end_reason` is why the host agent could not serve it (shown
+-- to the tenant), NULL unless the agent failed it. `console_relay` holds the
+-- bytes not yet taken: 'in' (tenant → VM) and 'out' (VM → tenant), base64,
+-- in `seq` order.
 -- One server (SQLite) relays in memory and leaves these empty.
 
 ALTER TABLE console_sessions ADD COLUMN ws_seen_at BIGINT;

@@ -176,16 +176,20 @@ pub struct RelayPoll {
     pub ended: Option<Option<String>>,
     /// When the agent last exchanged (Unix ms), if it has.
     pub agent_seen_at: Option<i64>,
+    /// The heartbeat found the session stale (its WebSocket's server was
+    /// not seen within the freshness window): agents have stopped relaying
+    /// it, so it is over.
+    pub lapsed: bool,
 }
 
-/// What an agent's exchange with output found.
+/// What queueing bytes found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentPut {
-    /// The session is not live (or not this host's): the relay stops.
+pub enum Put {
+    /// The session is not live (or not this host's): nothing was queued.
     Ended,
-    /// The output was queued for the tenant.
+    /// Queued.
     Queued,
-    /// `max_pending` chunks wait already (the tenant does not read): nothing
+    /// The backlog limit was reached (the reader does not keep up): nothing
     /// was queued.
     Full,
 }
@@ -256,35 +260,60 @@ impl Store {
         Ok(())
     }
 
-    /// Takes the queued chunks of one direction, oldest first: all of them,
-    /// or (`budget`) as many as fit in that many bytes, at least one. Each
-    /// chunk is taken once even when two readers race (`DELETE … RETURNING`).
+    /// Counts the queued chunks of one direction.
+    async fn console_pending(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        session_id: &str,
+        dir: Direction,
+    ) -> Result<i64> {
+        col(
+            &sqlx::query(
+                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM console_relay WHERE session_id = $1 AND direction = $2",
+            )
+            .bind(session_id)
+            .bind(dir.as_str())
+            .fetch_one(&mut **tx)
+            .await?,
+            "n",
+        )
+    }
+
+    /// Takes the queued chunks of one direction, oldest first: at most
+    /// `max_chunks`, and no more than fit in `budget` bytes (at least one).
+    /// Each chunk is taken once even when two readers race
+    /// (`DELETE … RETURNING`).
     async fn console_take(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         session_id: &str,
         dir: Direction,
-        budget: Option<usize>,
+        budget: usize,
+        max_chunks: usize,
     ) -> Result<Vec<Vec<u8>>> {
-        let mut upto = i64::MAX;
-        if let Some(budget) = budget {
-            let sizes = sqlx::query(
-                "SELECT seq, CAST(LENGTH(data) AS BIGINT) AS n FROM console_relay
-                 WHERE session_id = $1 AND direction = $2 ORDER BY seq",
-            )
-            .bind(session_id)
-            .bind(dir.as_str())
-            .fetch_all(&mut **tx)
-            .await?;
-            let mut total = 0usize;
-            for (i, r) in sizes.iter().enumerate() {
-                // base64: 4 characters per 3 bytes.
-                let n: i64 = col(r, "n")?;
-                total += n.max(0) as usize / 4 * 3;
-                if i > 0 && total > budget {
-                    break;
-                }
-                upto = col(r, "seq")?;
+        if max_chunks == 0 {
+            return Ok(Vec::new());
+        }
+        let sizes = sqlx::query(
+            "SELECT seq, CAST(LENGTH(data) AS BIGINT) AS n FROM console_relay
+             WHERE session_id = $1 AND direction = $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(session_id)
+        .bind(dir.as_str())
+        .bind(max_chunks.min(i64::MAX as usize) as i64)
+        .fetch_all(&mut **tx)
+        .await?;
+        let Some(first) = sizes.first() else {
+            return Ok(Vec::new());
+        };
+        let mut upto: i64 = col(first, "seq")?;
+        let mut total = 0usize;
+        for r in &sizes {
+            // base64: 4 characters per 3 bytes.
+            let n: i64 = col(r, "n")?;
+            total += n.max(0) as usize / 4 * 3;
+            if total > budget {
+                break;
             }
+            upto = col(r, "seq")?;
         }
         let rows = sqlx::query(
             "DELETE FROM console_relay WHERE session_id = $1 AND direction = $2 AND seq <= $3 RETURNING seq, data",
@@ -297,9 +326,14 @@ impl Store {
         decode_chunks(rows)
     }
 
-    /// The WebSocket's server: queues the tenant's input. `false` when the
-    /// session has ended (nothing queued).
-    pub async fn console_ws_input(&self, session_id: &str, data: &[u8]) -> Result<bool> {
+    /// The WebSocket's server: queues the tenant's input, unless
+    /// `max_pending` chunks wait already.
+    pub async fn console_ws_input(
+        &self,
+        session_id: &str,
+        data: &[u8],
+        max_pending: i64,
+    ) -> Result<Put> {
         let mut tx = self.begin_write().await?;
         let ended: Option<Option<i64>> =
             sqlx::query_scalar("SELECT ended_at FROM console_sessions WHERE session_id = $1")
@@ -307,45 +341,67 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         if !matches!(ended, Some(None)) {
-            return Ok(false);
+            return Ok(Put::Ended);
+        }
+        if Self::console_pending(&mut tx, session_id, Direction::In).await? >= max_pending {
+            return Ok(Put::Full);
         }
         Self::console_push(&mut tx, session_id, Direction::In, data).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Put::Queued)
     }
 
-    /// The WebSocket's server: takes the output, reads how the session
-    /// stands and (`heartbeat`) marks its WebSocket as still open.
-    pub async fn console_ws_poll(&self, session_id: &str, heartbeat: bool) -> Result<RelayPoll> {
+    /// The WebSocket's server: reads how the session stands, takes up to
+    /// `max_chunks` of output and (`heartbeat`) marks its WebSocket as still
+    /// open — which only a session still fresh after `fresh_after` can be.
+    ///
+    /// The state is read before the output is taken: output queued before
+    /// an agent's failure is taken by the poll that reports the failure, or
+    /// an earlier one (each statement sees what committed before it).
+    pub async fn console_ws_poll(
+        &self,
+        session_id: &str,
+        heartbeat: bool,
+        fresh_after: i64,
+        max_chunks: usize,
+    ) -> Result<RelayPoll> {
         let mut tx = self.begin_write().await?;
+        let mut lapsed = false;
         if heartbeat {
-            sqlx::query(
-                "UPDATE console_sessions SET ws_seen_at = $2 WHERE session_id = $1 AND ended_at IS NULL",
+            lapsed = sqlx::query(
+                "UPDATE console_sessions SET ws_seen_at = $2
+                 WHERE session_id = $1 AND ended_at IS NULL AND ws_seen_at > $3",
             )
             .bind(session_id)
             .bind(now_ms())
+            .bind(fresh_after)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected()
+                == 0;
         }
-        let output = Self::console_take(&mut tx, session_id, Direction::Out, None).await?;
         let row = sqlx::query(
             "SELECT ended_at, end_reason, agent_seen_at FROM console_sessions WHERE session_id = $1",
         )
         .bind(session_id)
         .fetch_optional(&mut *tx)
         .await?;
+        let output =
+            Self::console_take(&mut tx, session_id, Direction::Out, usize::MAX, max_chunks).await?;
         tx.commit().await?;
         let Some(row) = row else {
             return Ok(RelayPoll {
                 output,
                 ended: Some(None),
                 agent_seen_at: None,
+                lapsed: false,
             });
         };
         let ended_at: Option<i64> = col(&row, "ended_at")?;
         let reason: Option<String> = col(&row, "end_reason")?;
         Ok(RelayPoll {
             output,
+            lapsed: lapsed && ended_at.is_none(),
             ended: ended_at.map(|_| reason),
             agent_seen_at: col(&row, "agent_seen_at")?,
         })
@@ -401,26 +457,18 @@ impl Store {
         fresh_after: i64,
         data: &[u8],
         max_pending: i64,
-    ) -> Result<AgentPut> {
+    ) -> Result<Put> {
         let mut tx = self.begin_write().await?;
         if !Self::console_agent_live(&mut tx, session_id, host_id, fresh_after).await? {
-            return Ok(AgentPut::Ended);
+            return Ok(Put::Ended);
         }
-        let pending: i64 = col(
-            &sqlx::query(
-                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM console_relay WHERE session_id = $1 AND direction = 'out'",
-            )
-            .bind(session_id)
-            .fetch_one(&mut *tx)
-            .await?,
-            "n",
-        )?;
-        let put = if pending >= max_pending {
-            AgentPut::Full
-        } else {
-            Self::console_push(&mut tx, session_id, Direction::Out, data).await?;
-            AgentPut::Queued
-        };
+        let put =
+            if Self::console_pending(&mut tx, session_id, Direction::Out).await? >= max_pending {
+                Put::Full
+            } else {
+                Self::console_push(&mut tx, session_id, Direction::Out, data).await?;
+                Put::Queued
+            };
         tx.commit().await?;
         Ok(put)
     }
@@ -439,7 +487,7 @@ impl Store {
         if !Self::console_agent_live(&mut tx, session_id, host_id, fresh_after).await? {
             return Ok(None);
         }
-        let input = Self::console_take(&mut tx, session_id, Direction::In, Some(budget))
+        let input = Self::console_take(&mut tx, session_id, Direction::In, budget, usize::MAX)
             .await?
             .concat();
         tx.commit().await?;

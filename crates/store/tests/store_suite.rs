@@ -1720,7 +1720,7 @@ both!(console_tokens_are_single_use_and_expire, |db| {
 });
 
 both!(console_bytes_cross_servers_through_the_database, |db| {
-    use gpucloud_store::consoles::AgentPut;
+    use gpucloud_store::consoles::Put;
     let s = &db.store;
     s.console_session_create("tok-r", "cs-r", 1, "ins-aaaaaaaa", "host-a", 15_000)
         .await
@@ -1763,8 +1763,19 @@ both!(console_bytes_cross_servers_through_the_database, |db| {
     );
 
     // Tenant → VM, in order, taken once, only by the session's host.
-    assert!(s.console_ws_input("cs-r", b"ls").await.unwrap());
-    assert!(s.console_ws_input("cs-r", b" -l\n").await.unwrap());
+    assert_eq!(
+        s.console_ws_input("cs-r", b"ls", 2).await.unwrap(),
+        Put::Queued
+    );
+    assert_eq!(
+        s.console_ws_input("cs-r", b" -l\n", 2).await.unwrap(),
+        Put::Queued
+    );
+    // The agent does not keep up: the backlog stops growing.
+    assert_eq!(
+        s.console_ws_input("cs-r", b"!", 2).await.unwrap(),
+        Put::Full
+    );
     assert_eq!(
         s.console_agent_input("cs-r", "host-b", long_ago, 1024)
             .await
@@ -1784,8 +1795,14 @@ both!(console_bytes_cross_servers_through_the_database, |db| {
         Some(Vec::new())
     );
     // A budget: whole chunks, oldest first, at least one.
-    assert!(s.console_ws_input("cs-r", &[b'x'; 600]).await.unwrap());
-    assert!(s.console_ws_input("cs-r", &[b'y'; 600]).await.unwrap());
+    assert_eq!(
+        s.console_ws_input("cs-r", &[b'x'; 600], 8).await.unwrap(),
+        Put::Queued
+    );
+    assert_eq!(
+        s.console_ws_input("cs-r", &[b'y'; 600], 8).await.unwrap(),
+        Put::Queued
+    );
     assert_eq!(
         s.console_agent_input("cs-r", "host-a", long_ago, 100)
             .await
@@ -1805,19 +1822,26 @@ both!(console_bytes_cross_servers_through_the_database, |db| {
             s.console_agent_output("cs-r", "host-a", long_ago, chunk, 3)
                 .await
                 .unwrap(),
-            AgentPut::Queued
+            Put::Queued
         );
     }
     assert_eq!(
         s.console_agent_output("cs-r", "host-a", long_ago, b"d", 3)
             .await
             .unwrap(),
-        AgentPut::Full
+        Put::Full
     );
-    let p = s.console_ws_poll("cs-r", true).await.unwrap();
-    assert_eq!(p.output, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    // As much as the WebSocket has room for, in order.
+    let p = s.console_ws_poll("cs-r", true, long_ago, 2).await.unwrap();
+    assert_eq!(p.output, vec![b"a".to_vec(), b"b".to_vec()]);
     assert_eq!(p.ended, None);
+    assert!(!p.lapsed);
     assert!(p.agent_seen_at.is_some());
+    let p = s
+        .console_ws_poll("cs-r", false, long_ago, 64)
+        .await
+        .unwrap();
+    assert_eq!(p.output, vec![b"c".to_vec()]);
 
     // The agent fails: the output queued before still reaches the tenant,
     // then the reason; the session is no longer live.
@@ -1825,7 +1849,7 @@ both!(console_bytes_cross_servers_through_the_database, |db| {
         s.console_agent_output("cs-r", "host-a", long_ago, b"bye", 8)
             .await
             .unwrap(),
-        AgentPut::Queued
+        Put::Queued
     );
     s.console_agent_fail("cs-r", "host-b", "not mine")
         .await
@@ -1833,15 +1857,19 @@ both!(console_bytes_cross_servers_through_the_database, |db| {
     s.console_agent_fail("cs-r", "host-a", "the VM stopped")
         .await
         .unwrap();
-    let p = s.console_ws_poll("cs-r", true).await.unwrap();
+    let p = s.console_ws_poll("cs-r", true, long_ago, 64).await.unwrap();
     assert_eq!(p.output, vec![b"bye".to_vec()]);
+    assert!(!p.lapsed, "an ended session is ended, not lapsed");
     assert_eq!(p.ended, Some(Some("the VM stopped".to_string())));
-    assert!(!s.console_ws_input("cs-r", b"late").await.unwrap());
+    assert_eq!(
+        s.console_ws_input("cs-r", b"late", 8).await.unwrap(),
+        Put::Ended
+    );
     assert_eq!(
         s.console_agent_output("cs-r", "host-a", long_ago, b"late", 8)
             .await
             .unwrap(),
-        AgentPut::Ended
+        Put::Ended
     );
     assert!(s
         .console_live_for_host("host-a", long_ago)
@@ -1850,9 +1878,31 @@ both!(console_bytes_cross_servers_through_the_database, |db| {
         .is_empty());
     s.console_ws_close("cs-r").await.unwrap();
     assert_eq!(
-        s.console_ws_poll("cs-r", false).await.unwrap().ended,
+        s.console_ws_poll("cs-r", false, long_ago, 64)
+            .await
+            .unwrap()
+            .ended,
         Some(Some("the VM stopped".to_string())),
         "closing keeps the reason"
+    );
+
+    // A session its WebSocket's server let go stale cannot be revived.
+    s.console_session_create("tok-s", "cs-s", 1, "ins-aaaaaaaa", "host-a", 15_000)
+        .await
+        .unwrap();
+    assert!(s.console_session_redeem("tok-s").await.unwrap().is_some());
+    let p = s.console_ws_poll("cs-s", true, future, 64).await.unwrap();
+    assert!(p.lapsed && p.ended.is_none());
+    assert!(s
+        .console_live_for_host("host-a", future)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        !s.console_ws_poll("cs-s", true, long_ago, 64)
+            .await
+            .unwrap()
+            .lapsed
     );
 });
 
