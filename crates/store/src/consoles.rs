@@ -194,8 +194,6 @@ pub enum Put {
     Full,
 }
 
-const LIVE: &str = "used = 1 AND ended_at IS NULL AND ws_seen_at > $3";
-
 fn decode_chunks(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<Vec<u8>>> {
     let mut chunks = Vec::with_capacity(rows.len());
     for r in rows {
@@ -232,50 +230,36 @@ impl Store {
             .collect()
     }
 
-    async fn console_push(
+    /// Queues `data` in one direction after what waits there, unless
+    /// `max_pending` chunks wait already.
+    async fn console_queue(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         session_id: &str,
         dir: Direction,
         data: &[u8],
-    ) -> Result<()> {
-        let next: i64 = col(
-            &sqlx::query(
-                "SELECT CAST(COALESCE(MAX(seq), 0) + 1 AS BIGINT) AS n FROM console_relay WHERE session_id = $1 AND direction = $2",
-            )
-            .bind(session_id)
-            .bind(dir.as_str())
-            .fetch_one(&mut **tx)
-            .await?,
-            "n",
-        )?;
+        max_pending: i64,
+    ) -> Result<Put> {
+        let row = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(MAX(seq), 0) + 1 AS BIGINT) AS next
+             FROM console_relay WHERE session_id = $1 AND direction = $2",
+        )
+        .bind(session_id)
+        .bind(dir.as_str())
+        .fetch_one(&mut **tx)
+        .await?;
+        if col::<i64>(&row, "n")? >= max_pending {
+            return Ok(Put::Full);
+        }
         sqlx::query(
             "INSERT INTO console_relay (session_id, direction, seq, data) VALUES ($1, $2, $3, $4)",
         )
         .bind(session_id)
         .bind(dir.as_str())
-        .bind(next)
+        .bind(col::<i64>(&row, "next")?)
         .bind(base64::engine::general_purpose::STANDARD.encode(data))
         .execute(&mut **tx)
         .await?;
-        Ok(())
-    }
-
-    /// Counts the queued chunks of one direction.
-    async fn console_pending(
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        session_id: &str,
-        dir: Direction,
-    ) -> Result<i64> {
-        col(
-            &sqlx::query(
-                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM console_relay WHERE session_id = $1 AND direction = $2",
-            )
-            .bind(session_id)
-            .bind(dir.as_str())
-            .fetch_one(&mut **tx)
-            .await?,
-            "n",
-        )
+        Ok(Put::Queued)
     }
 
     /// Takes the queued chunks of one direction, oldest first: at most
@@ -343,12 +327,10 @@ impl Store {
         if !matches!(ended, Some(None)) {
             return Ok(Put::Ended);
         }
-        if Self::console_pending(&mut tx, session_id, Direction::In).await? >= max_pending {
-            return Ok(Put::Full);
-        }
-        Self::console_push(&mut tx, session_id, Direction::In, data).await?;
+        let put =
+            Self::console_queue(&mut tx, session_id, Direction::In, data, max_pending).await?;
         tx.commit().await?;
-        Ok(Put::Queued)
+        Ok(put)
     }
 
     /// The WebSocket's server: reads how the session stands, takes up to
@@ -434,10 +416,10 @@ impl Store {
         host_id: &str,
         fresh_after: i64,
     ) -> Result<bool> {
-        let n = sqlx::query(&format!(
+        let n = sqlx::query(
             "UPDATE console_sessions SET agent_seen_at = $4
-             WHERE session_id = $1 AND host_id = $2 AND {LIVE}"
-        ))
+             WHERE session_id = $1 AND host_id = $2 AND used = 1 AND ended_at IS NULL AND ws_seen_at > $3",
+        )
         .bind(session_id)
         .bind(host_id)
         .bind(fresh_after)
@@ -463,12 +445,7 @@ impl Store {
             return Ok(Put::Ended);
         }
         let put =
-            if Self::console_pending(&mut tx, session_id, Direction::Out).await? >= max_pending {
-                Put::Full
-            } else {
-                Self::console_push(&mut tx, session_id, Direction::Out, data).await?;
-                Put::Queued
-            };
+            Self::console_queue(&mut tx, session_id, Direction::Out, data, max_pending).await?;
         tx.commit().await?;
         Ok(put)
     }

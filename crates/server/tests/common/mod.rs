@@ -132,43 +132,18 @@ impl TestCloud {
     }
 }
 
-/// A fresh PostgreSQL database for one test: `(url, admin url, name)`, or
-/// `None` (skipped) when PostgreSQL is unreachable and `GPUCLOUD_SKIP_PG=1`.
-pub async fn pg_database() -> Option<(String, String, String)> {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let admin = std::env::var("GPUCLOUD_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut conn = match sqlx::AnyConnection::connect(&admin).await {
-        Ok(c) => c,
-        Err(e) => {
-            if std::env::var("GPUCLOUD_SKIP_PG").as_deref() == Ok("1") {
-                eprintln!("skipping: PostgreSQL unreachable at {admin}: {e}");
-                return None;
-            }
-            panic!("PostgreSQL is not reachable at {admin} ({e}); start it (scripts/test.sh does) or set GPUCLOUD_SKIP_PG=1");
-        }
-    };
-    let name = format!("gct_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').unwrap().0.to_string();
-    Some((format!("{base}/{name}"), admin, name))
-}
+/// Fresh PostgreSQL databases, as the store suite makes them.
+#[path = "../../../store/tests/common/mod.rs"]
+mod store_db;
+#[allow(unused_imports)]
+pub use store_db::pg_database;
 
 /// Closes the apps' pools and drops a database made by [`pg_database`].
 pub async fn drop_database(apps: &[Arc<App>], admin: &str, name: &str) {
-    use sqlx::Connection;
     for a in apps {
         a.store.close().await;
     }
-    if let Ok(mut c) = sqlx::AnyConnection::connect(admin).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut c)
-            .await;
-    }
+    store_db::drop_pg_database(admin, name).await;
 }
 
 /// Polls `f` until it yields, with a deadline (never sleep-and-hope).

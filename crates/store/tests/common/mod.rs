@@ -29,12 +29,7 @@ impl Drop for TestDb {
                     .unwrap();
                 rt.block_on(async move {
                     store.close().await;
-                    if let Ok(mut c) = sqlx::AnyConnection::connect(&admin).await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&mut c)
-                                .await;
-                    }
+                    drop_pg_database(&admin, &name).await;
                 });
             })
             .join();
@@ -60,7 +55,9 @@ pub async fn sqlite() -> TestDb {
     }
 }
 
-pub async fn postgres() -> Option<TestDb> {
+/// A fresh PostgreSQL database: `(url, admin url, name)`, or `None` (skip)
+/// when PostgreSQL is unreachable and `GPUCLOUD_SKIP_PG=1`.
+pub async fn pg_database() -> Option<(String, String, String)> {
     sqlx::any::install_default_drivers();
     let admin = pg_admin_url();
     let mut conn = match sqlx::AnyConnection::connect(&admin).await {
@@ -80,7 +77,20 @@ pub async fn postgres() -> Option<TestDb> {
         .unwrap();
     let _ = conn.close().await;
     let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
-    let url = format!("{base}/{name}");
+    Some((format!("{base}/{name}"), admin, name))
+}
+
+/// Drops a database made by [`pg_database`] (its pools closed first).
+pub async fn drop_pg_database(admin: &str, name: &str) {
+    if let Ok(mut c) = sqlx::AnyConnection::connect(admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut c)
+            .await;
+    }
+}
+
+pub async fn postgres() -> Option<TestDb> {
+    let (url, admin, name) = pg_database().await?;
     let store = Store::connect(&url, SecretBox::from_key(&[1u8; 32]))
         .await
         .unwrap();
